@@ -1,0 +1,34 @@
+"""peft-shine: SHINE hypernetworks as a PEFT adapter type.
+
+Importing this package registers the "SHINE" adapter type with PEFT, so `get_peft_model`, `PeftConfig.from_pretrained`,
+`PeftModel.from_pretrained` and `AutoPeftModelForCausalLM.from_pretrained` handle SHINE adapters.
+"""
+
+from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
+
+from .absorbed import AbsorbedContext
+from .config import SHINE_PEFT_TYPE, ShineConfig
+from .hypernetwork import ShineHypernetwork, SlicingPlan, context_variance_share
+from .layer import ShineLinear
+from .model import ShineModel
+
+
+def _register_with_peft() -> None:
+    """Add SHINE to PEFT's type tables (PeftType is a str enum, so the plain string "SHINE" works as a key)."""
+    PEFT_TYPE_TO_CONFIG_MAPPING[SHINE_PEFT_TYPE] = ShineConfig
+    PEFT_TYPE_TO_TUNER_MAPPING[SHINE_PEFT_TYPE] = ShineModel
+    PEFT_TYPE_TO_PREFIX_MAPPING[SHINE_PEFT_TYPE] = ShineModel.prefix
+
+
+_register_with_peft()
+
+__all__ = [
+    "AbsorbedContext",
+    "ShineConfig",
+    "ShineHypernetwork",
+    "ShineLinear",
+    "ShineModel",
+    "SlicingPlan",
+    "context_variance_share",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,121 @@
+"""`AbsorbedContext`: the LoRA adapters generated from one or more contexts, exportable as plain PEFT LoRA."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from peft import LoraConfig
+from safetensors.torch import save_file
+
+from .hypernetwork import LoraFactors
+
+
+@dataclass
+class AbsorbedContext:
+    """Generated LoRA factors for a batch of contexts.
+
+    Attributes:
+        factors: module key "<layer>.<relative name>" -> (A of shape (C, in, r), B of shape (C, r, out)), already
+            scaled by sqrt(lora_scale), so that each module computes y = W x + (x A_c) B_c.
+        module_paths: module key -> the module's path in the base transformers model (e.g.
+            "model.layers.3.self_attn.q_proj"), used for export.
+        context_token_counts: tokens of each context that were encoded (memory tokens not counted).
+        base_model_name_or_path: the base model the adapter was generated for (written to the exported config).
+    """
+
+    factors: LoraFactors
+    module_paths: dict[str, str]
+    context_token_counts: list[int]
+    base_model_name_or_path: Optional[str] = None
+
+    def __len__(self) -> int:
+        return len(self.context_token_counts)
+
+    @property
+    def rank(self) -> int:
+        return next(iter(self.factors.values()))[0].shape[-1]
+
+    def __getitem__(self, index: int) -> "AbsorbedContext":
+        """The adapter of context `index` alone."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"Context index {index} is out of range for {len(self)} absorbed contexts.")
+        index %= len(self)
+        return AbsorbedContext(
+            factors={k: (a[index : index + 1], b[index : index + 1]) for k, (a, b) in self.factors.items()},
+            module_paths=self.module_paths,
+            context_token_counts=[self.context_token_counts[index]],
+            base_model_name_or_path=self.base_model_name_or_path,
+        )
+
+    def delta_weight(self, key: str, index: int = 0) -> torch.Tensor:
+        """The dense update of one module for context `index`, in nn.Linear layout: (out, in) = (A B)^T."""
+        a, b = self.factors[key]
+        return (a[index] @ b[index]).T
+
+    def lora_config(self) -> LoraConfig:
+        """The plain PEFT `LoraConfig` equivalent to this adapter: rank r, alpha r (scaling 1), no dropout or bias."""
+        return LoraConfig(
+            r=self.rank,
+            lora_alpha=self.rank,
+            lora_dropout=0.0,
+            bias="none",
+            target_modules=sorted(self.module_paths.values()),
+            task_type="CAUSAL_LM",
+            base_model_name_or_path=self.base_model_name_or_path,
+        )
+
+    def lora_state_dict(self) -> dict[str, torch.Tensor]:
+        """PEFT LoRA checkpoint keys (`base_model.model.<path>.lora_A.weight` (r, in), `lora_B.weight` (out, r))."""
+        self._require_single("export")
+        state = {}
+        for key, (a, b) in self.factors.items():
+            prefix = f"base_model.model.{self.module_paths[key]}"
+            state[f"{prefix}.lora_A.weight"] = a[0].T.contiguous().detach().cpu()
+            state[f"{prefix}.lora_B.weight"] = b[0].T.contiguous().detach().cpu()
+        return state
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        """Write a standard PEFT LoRA adapter (`adapter_config.json` + `adapter_model.safetensors`).
+
+        `PeftModel.from_pretrained(base, save_directory)` then reproduces the absorbed model's logits, and
+        `merge_and_unload()` folds the adapter into the base weights. The files are written to a temporary folder
+        and moved into place, so an interrupted save never leaves a half-written adapter.
+        """
+        self._require_single("save")
+        save_directory = os.fspath(save_directory)
+        parent = os.path.dirname(os.path.abspath(save_directory))
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=".shine-export-", dir=parent)
+        try:
+            save_file(self.lora_state_dict(), os.path.join(staging, "adapter_model.safetensors"), {"format": "pt"})
+            self.lora_config().save_pretrained(staging)
+            with open(os.path.join(staging, "shine_context.json"), "w") as f:
+                json.dump({"context_tokens": self.context_token_counts[0], "rank": self.rank}, f)
+            if os.path.isdir(save_directory):
+                shutil.rmtree(save_directory)
+            os.replace(staging, save_directory)
+        finally:
+            if os.path.isdir(staging):
+                shutil.rmtree(staging)
+
+    def push_to_hub(self, repo_id: str, private: Optional[bool] = None, token: Optional[str] = None, **kwargs) -> str:
+        """Upload the exported plain LoRA adapter to the Hub; returns the commit URL."""
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder)
+            return api.upload_folder(repo_id=repo_id, folder_path=folder, **kwargs)
+
+    def _require_single(self, action: str) -> None:
+        if len(self) != 1:
+            raise ValueError(
+                f"This AbsorbedContext holds {len(self)} contexts; {action} one at a time: `absorbed[i].{action}...`."
+            )

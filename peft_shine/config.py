@@ -1,0 +1,136 @@
+"""`ShineConfig`: the configuration of a SHINE adapter (hypernetwork + meta-LoRA) for a causal LM."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union
+
+from peft import PeftConfig
+
+SHINE_PEFT_TYPE = "SHINE"
+ContextOverflow = Literal["error", "truncate"]
+
+
+@dataclass
+class ShineConfig(PeftConfig):
+    """Configuration of a SHINE hypernetwork that turns a text context into a LoRA adapter in one forward pass.
+
+    Hyperparameters (set by the user):
+        lora_rank: rank r of the generated LoRA on every target module.
+        meta_lora_rank: rank of the trainable meta-LoRA that is active only while the context is encoded.
+        target_modules: linear projections inside the decoder layers that receive a generated LoRA. `None` or
+            `"all-linear"` targets every `nn.Linear` of each decoder layer (fused ones such as Phi-3's `qkv_proj`
+            included); a list matches names relative to a decoder layer by suffix (`["q_proj", "v_proj"]`).
+        num_memory_tokens: memory slots M appended to the context; default `ceil(r * D / H)`.
+        m2p_layers: number of M2P transformer blocks (even: they alternate layer axis / memory axis).
+        m2p_hidden_size, m2p_num_heads, m2p_intermediate_size: M2P width, heads and FFN size; defaults H,
+            H / 128 (or the nearest head size that divides the width) and 2 * width.
+        lora_scale: s; each generated factor is multiplied by sqrt(s).
+        max_context_tokens: longest context (in tokens) encoded in one pass.
+        context_overflow: what happens to a longer context: `"error"` (default) or `"truncate"` (keeps the first
+            `max_context_tokens` tokens and warns how many were dropped).
+        memory_stats_momentum: momentum of the running per-(layer, slot, dim) standardisation of memory states.
+
+    Recorded from the base model when the adapter is created (checked when it is loaded again):
+        base_model_type, base_hidden_size, base_num_layers, target_module_shapes (module name relative to a decoder
+        layer -> [in_features, out_features], in slicing order).
+    """
+
+    lora_rank: int = field(default=8, metadata={"help": "Rank of the generated LoRA."})
+    meta_lora_rank: int = field(default=16, metadata={"help": "Rank of the meta-LoRA used while encoding."})
+    target_modules: Optional[Union[list[str], str]] = field(
+        default=None, metadata={"help": "Decoder-layer linear modules to adapt; None = all linear projections."}
+    )
+    num_memory_tokens: Optional[int] = field(default=None, metadata={"help": "Memory slots; None = ceil(r*D/H)."})
+    m2p_layers: int = field(default=4, metadata={"help": "M2P transformer blocks (even)."})
+    m2p_hidden_size: Optional[int] = field(default=None, metadata={"help": "M2P width; None = base hidden size."})
+    m2p_num_heads: Optional[int] = field(default=None, metadata={"help": "M2P attention heads."})
+    m2p_intermediate_size: Optional[int] = field(default=None, metadata={"help": "M2P FFN size; None = 2*width."})
+    lora_scale: float = field(default=1e-3, metadata={"help": "Generated factors are scaled by sqrt(lora_scale)."})
+    max_context_tokens: int = field(default=2048, metadata={"help": "Longest context encoded in one pass."})
+    context_overflow: ContextOverflow = field(default="error", metadata={"help": "'error' or 'truncate'."})
+    memory_stats_momentum: float = field(default=0.01, metadata={"help": "Running standardisation momentum."})
+    base_model_type: Optional[str] = field(default=None, metadata={"help": "Recorded: base model_type."})
+    base_hidden_size: Optional[int] = field(default=None, metadata={"help": "Recorded: base hidden size."})
+    base_num_layers: Optional[int] = field(default=None, metadata={"help": "Recorded: base decoder layer count."})
+    target_module_shapes: Optional[dict[str, list[int]]] = field(
+        default=None, metadata={"help": "Recorded: relative module name -> [in, out], in slicing order."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.peft_type = SHINE_PEFT_TYPE
+        if self.task_type is None:
+            self.task_type = "CAUSAL_LM"
+        if self.task_type != "CAUSAL_LM":
+            raise ValueError(f"SHINE adapts causal language models; got task_type={self.task_type!r}, use 'CAUSAL_LM'.")
+        for name in ("lora_rank", "meta_lora_rank", "m2p_layers", "max_context_tokens"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"ShineConfig.{name} must be a positive integer, got {getattr(self, name)!r}.")
+        if self.m2p_layers % 2:
+            raise ValueError(
+                f"ShineConfig.m2p_layers must be even (blocks alternate layer and memory axes), got {self.m2p_layers}."
+            )
+        if self.lora_scale <= 0:
+            raise ValueError(f"ShineConfig.lora_scale must be > 0, got {self.lora_scale}.")
+        if self.context_overflow not in ("error", "truncate"):
+            raise ValueError(f"ShineConfig.context_overflow must be 'error' or 'truncate', got {self.context_overflow!r}.")
+        if isinstance(self.target_modules, set):
+            self.target_modules = sorted(self.target_modules)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Sizes derived from the recorded base structure.
+
+    @property
+    def generated_numbers_per_layer(self) -> int:
+        """r * D: numbers of one decoder layer's generated LoRA (D = sum of in + out over target modules)."""
+        return self.lora_rank * sum(i + o for i, o in self.target_module_shapes.values())
+
+    def resolve_sizes(self) -> None:
+        """Fill `num_memory_tokens` and the M2P sizes from the recorded base structure (idempotent)."""
+        hidden = self.base_hidden_size
+        needed = math.ceil(self.generated_numbers_per_layer / hidden)
+        if self.num_memory_tokens is None:
+            self.num_memory_tokens = needed
+        elif self.num_memory_tokens < needed:
+            raise ValueError(
+                f"num_memory_tokens={self.num_memory_tokens} is too small: the memory holds M*H = "
+                f"{self.num_memory_tokens * hidden} numbers per layer but r*D = {self.generated_numbers_per_layer} are "
+                f"needed. Use at least {needed} or leave it as None."
+            )
+        if self.m2p_hidden_size is None:
+            self.m2p_hidden_size = hidden
+        if self.m2p_num_heads is None:
+            self.m2p_num_heads = default_num_heads(self.m2p_hidden_size)
+        if self.m2p_hidden_size % self.m2p_num_heads:
+            raise ValueError(
+                f"m2p_hidden_size={self.m2p_hidden_size} is not divisible by m2p_num_heads={self.m2p_num_heads}."
+            )
+        if self.m2p_intermediate_size is None:
+            self.m2p_intermediate_size = 2 * self.m2p_hidden_size
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # The tokenizer travels with the adapter: `PeftModel.save_pretrained` hands the directory to the config.
+
+    def save_pretrained(self, save_directory: str, **kwargs: Any) -> None:
+        super().save_pretrained(save_directory, **kwargs)
+        tokenizer = getattr(self, "_tokenizer", None)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(save_directory)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, subfolder: Optional[str] = None, **kwargs: Any):
+        config = super().from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
+        source = str(pretrained_model_name_or_path)
+        config._adapter_source = os.path.join(source, subfolder) if subfolder and os.path.isdir(source) else source
+        return config
+
+
+def default_num_heads(width: int) -> int:
+    """Heads for an M2P of this width: width / 128 as in the reference, else the first head size that divides it."""
+    for head_dim in (128, 64, 96, 80, 48, 32, 16, 8):
+        if width % head_dim == 0:
+            return width // head_dim
+    return 1

@@ -1,0 +1,398 @@
+"""`ShineModel`: the PEFT tuner that injects `ShineLinear` layers, owns the hypernetwork, and turns contexts into
+generated LoRAs (absorb / forget / ask, and the training forward with `context_input_ids`)."""
+
+from __future__ import annotations
+
+import functools
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional, Sequence, Union
+
+import torch
+from peft.tuners.tuners_utils import BaseTuner
+from torch import nn
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from .absorbed import AbsorbedContext
+from .config import ShineConfig
+from .hypernetwork import LoraFactors, ShineHypernetwork, SlicingPlan, context_variance_share, module_key
+from .layer import ShineLinear, ShineRuntime, ShineState
+from .tokenization import (
+    as_text_list,
+    encode_plain,
+    fit_context_lengths,
+    left_pad,
+    pad_id_of,
+    question_prompt_ids,
+)
+
+ContextInput = Union[str, Sequence[str]]
+
+
+@dataclass(frozen=True)
+class DecoderStructure:
+    """Where a causal LM keeps its decoder layers and which linear modules of each layer SHINE targets."""
+
+    layers_path: str  # e.g. "model.layers"
+    layers: nn.ModuleList
+    module_shapes: dict[str, list[int]]  # relative name -> [in, out], in module order
+
+    def module_path(self, layer_index: int, relative_name: str) -> str:
+        return f"{self.layers_path}.{layer_index}.{relative_name}"
+
+
+def find_decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The `nn.ModuleList` holding the decoder layers (the one whose length is the config's layer count)."""
+    num_layers = model.config.get_text_config().num_hidden_layers
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == num_layers and name:
+            return name, module
+    raise ValueError(
+        f"Could not find the decoder layers of {type(model).__name__}: no nn.ModuleList of length "
+        f"num_hidden_layers={num_layers}. SHINE needs a decoder-only transformers model."
+    )
+
+
+def discover_structure(model: nn.Module, target_modules: Optional[Union[str, list[str]]]) -> DecoderStructure:
+    """Find the decoder layers and the targeted linear projections (identical in every layer)."""
+    layers_path, layers = find_decoder_layers(model)
+    if target_modules in (None, "all-linear"):
+        wanted = None
+    else:
+        wanted = [target_modules] if isinstance(target_modules, str) else list(target_modules)
+
+    def selected(name: str) -> bool:
+        return wanted is None or any(name == t or name.endswith("." + t) for t in wanted)
+
+    per_layer = []
+    for layer in layers:
+        shapes = {}
+        for name, module in layer.named_modules():
+            if name and isinstance(module, nn.Linear) and selected(name):
+                shapes[name] = [module.in_features, module.out_features]
+        per_layer.append(shapes)
+    if not per_layer[0]:
+        raise ValueError(
+            f"target_modules={target_modules!r} matches no linear module inside the decoder layers at {layers_path!r}."
+        )
+    if any(shapes != per_layer[0] for shapes in per_layer):
+        raise ValueError("SHINE needs the same target modules with the same shapes in every decoder layer.")
+    return DecoderStructure(layers_path, layers, per_layer[0])
+
+
+def _with_state_replay(checkpoint_func, runtime: ShineRuntime):
+    """Wrap a layer's activation-checkpoint function so that the backward replay runs under the SHINE state the layer
+    first ran with (the state changes between the encode and answer passes of one training step)."""
+
+    @functools.wraps(checkpoint_func)
+    def checkpoint_with_state(function, *args, **kwargs):
+        state = runtime.state
+
+        def replay(*inner_args, **inner_kwargs):
+            with runtime.using(state):
+                return function(*inner_args, **inner_kwargs)
+
+        return checkpoint_func(replay, *args, **kwargs)
+
+    checkpoint_with_state.shine_replays_state = True
+    return checkpoint_with_state
+
+
+class ShineModel(BaseTuner):
+    """SHINE tuner: a hypernetwork that reads a context with the frozen base and writes a LoRA for it.
+
+    Use through PEFT: `model = get_peft_model(base, ShineConfig(...))`; then `model.absorb_context(text)`,
+    `model.ask(question)`, `model.forget()`, or train with `model(input_ids, attention_mask, labels,
+    context_input_ids, context_attention_mask)`.
+    """
+
+    prefix = "shine_"
+    tuner_layer_cls = ShineLinear
+    target_module_mapping: dict[str, list[str]] = {}
+    uses_shared_state = True
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Injection
+
+    def inject_adapter(self, model: nn.Module, adapter_name: str, **kwargs: Any) -> None:
+        if getattr(self, "shine_hypernetwork", None) is not None and len(self.shine_hypernetwork):
+            raise ValueError("A model holds one SHINE adapter; load another SHINE adapter onto a fresh base model.")
+        config: ShineConfig = self.peft_config[adapter_name]
+        structure = discover_structure(model, config.target_modules)
+        self._record_or_check_base(model, config, structure)
+        config.resolve_sizes()
+        self.runtime = ShineRuntime()
+        self.current_context: Optional[AbsorbedContext] = None
+        self._tokenizer: Optional[PreTrainedTokenizerBase] = None
+        self._structure = structure
+        self._target_keys = {
+            structure.module_path(i, name): module_key(i, name)
+            for i in range(len(structure.layers))
+            for name in structure.module_shapes
+        }
+        super().inject_adapter(model, adapter_name, **kwargs)
+        self.shine_hypernetwork = nn.ModuleDict({adapter_name: self._build_hypernetwork(model, config)})
+        if config.inference_mode:
+            self.shine_hypernetwork.requires_grad_(False)
+
+    @staticmethod
+    def _record_or_check_base(model: nn.Module, config: ShineConfig, structure: DecoderStructure) -> None:
+        text_config = model.config.get_text_config()
+        found = {
+            "base_model_type": text_config.model_type,
+            "base_hidden_size": text_config.hidden_size,
+            "base_num_layers": len(structure.layers),
+            "target_module_shapes": structure.module_shapes,
+        }
+        recorded = {name: getattr(config, name) for name in found}
+        if all(value is None for value in recorded.values()):
+            for name, value in found.items():
+                setattr(config, name, value)
+            config.target_modules = list(structure.module_shapes)
+            return
+        if recorded != found:
+            described = {k: v for k, v in recorded.items() if k != "target_module_shapes"}
+            actual = {k: v for k, v in found.items() if k != "target_module_shapes"}
+            raise ValueError(
+                f"This SHINE adapter was built for a base with {described} and target modules "
+                f"{recorded['target_module_shapes']}, but the model it is loaded onto "
+                f"({getattr(model, 'name_or_path', '') or type(model).__name__}) has {actual} and target modules "
+                f"{found['target_module_shapes']}. Load it onto the base it was trained for "
+                f"({config.base_model_name_or_path or 'see adapter_config.json'})."
+            )
+
+    def _build_hypernetwork(self, model: nn.Module, config: ShineConfig) -> ShineHypernetwork:
+        embeddings = model.get_input_embeddings().weight
+        plan = SlicingPlan(
+            module_shapes=tuple((name, i, o) for name, (i, o) in config.target_module_shapes.items()),
+            rank=config.lora_rank,
+            num_layers=config.base_num_layers,
+        )
+        hypernetwork = ShineHypernetwork(
+            plan,
+            hidden_size=config.base_hidden_size,
+            num_slots=config.num_memory_tokens,
+            width=config.m2p_hidden_size,
+            num_heads=config.m2p_num_heads,
+            intermediate_size=config.m2p_intermediate_size,
+            num_blocks=config.m2p_layers,
+            lora_scale=config.lora_scale,
+            stats_momentum=config.memory_stats_momentum,
+            embedding_std=embeddings.detach().float().std().item(),
+        )
+        return hypernetwork.to(embeddings.device)
+
+    def _check_target_module_exists(self, peft_config: ShineConfig, key: str) -> bool:
+        return key in self._target_keys
+
+    def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key, **kwargs):
+        new_module = ShineLinear(target, adapter_name, peft_config.meta_lora_rank, self.runtime, self._target_keys[current_key])
+        self._replace_module(parent, target_name, new_module, target)
+
+    def _mark_only_adapters_as_trainable(self, model: nn.Module) -> None:
+        for name, param in model.named_parameters():
+            param.requires_grad = self.prefix in name
+
+    @classmethod
+    def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
+        hypernetwork_prefix = f"shine_hypernetwork.{adapter_name}."
+        if hypernetwork_prefix in key:
+            return key.replace(hypernetwork_prefix, "shine_hypernetwork.", 1)
+        return super()._remove_adapter_name_from_key(key, adapter_name)
+
+    @property
+    def hypernetwork(self) -> ShineHypernetwork:
+        return self.shine_hypernetwork[self.active_adapters[0]]
+
+    @property
+    def config(self) -> ShineConfig:
+        return self.peft_config[self.active_adapters[0]]
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Context -> LoRA
+
+    def generate_lora(
+        self, context_input_ids: torch.Tensor, context_attention_mask: torch.Tensor, update_statistics: bool = False
+    ) -> LoraFactors:
+        """Encode left-padded contexts (B, T) with their memory tokens and map the memory states to LoRA factors.
+
+        One pass of the frozen base with the meta-LoRA on; forward hooks take each decoder layer's output at the M
+        memory positions (before the final norm) -> (B, L, M, H) -> hypernetwork -> A (B, in, r), B (B, r, out).
+        """
+        hypernetwork = self.hypernetwork
+        num_slots = hypernetwork.num_slots
+        batch = context_input_ids.shape[0]
+        context_embeds = self.model.get_input_embeddings()(context_input_ids)
+        memory = hypernetwork.memory_embeddings.to(context_embeds.dtype).expand(batch, -1, -1)
+        inputs_embeds = torch.cat([context_embeds, memory], dim=1)
+        memory_mask = context_attention_mask.new_ones(batch, num_slots)
+        attention_mask = torch.cat([context_attention_mask, memory_mask], dim=1)
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+        memory_states: list[torch.Tensor] = []
+
+        def collect(module, inputs, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            memory_states.append(hidden[:, -num_slots:])
+
+        self._install_checkpoint_replay()
+        hooks = [layer.register_forward_hook(collect) for layer in self._structure.layers]
+        try:
+            with self.runtime.using(ShineState("encode")):
+                self.model.base_model(
+                    inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+                )
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return hypernetwork(torch.stack(memory_states, dim=1), update_statistics=update_statistics)
+
+    def _install_checkpoint_replay(self) -> None:
+        """Make activation checkpointing of the decoder layers replay under the state each layer first ran with."""
+        for layer in self._structure.layers:
+            func = getattr(layer, "_gradient_checkpointing_func", None)
+            if getattr(layer, "gradient_checkpointing", False) and not getattr(func, "shine_replays_state", False):
+                layer._gradient_checkpointing_func = _with_state_replay(func, self.runtime)
+
+    def forward(
+        self,
+        *args: Any,
+        context_input_ids: Optional[torch.Tensor] = None,
+        context_attention_mask: Optional[torch.Tensor] = None,
+        **kwargs: Any,
+    ):
+        """The base model's forward; with `context_input_ids` (B_ctx, T) the contexts are encoded first (with
+        gradients when training) and row i of the batch answers with the LoRA of context i // (rows / B_ctx)."""
+        if context_input_ids is None:
+            self._install_checkpoint_replay()
+            return self.model(*args, **kwargs)
+        if context_attention_mask is None:
+            context_attention_mask = torch.ones_like(context_input_ids)
+        factors = self.generate_lora(context_input_ids, context_attention_mask, update_statistics=self.training)
+        with self.runtime.using(ShineState("answer", factors)):
+            return self.model(*args, **kwargs)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Absorb / forget / ask
+
+    def resolve_tokenizer(self, tokenizer: Optional[PreTrainedTokenizerBase] = None) -> PreTrainedTokenizerBase:
+        """The tokenizer to use: the one given (remembered, and saved with `save_pretrained`), else one remembered,
+        else one saved with the adapter, else the base model's (`name_or_path`)."""
+        if tokenizer is not None:
+            self._tokenizer = tokenizer
+            self.config._tokenizer = tokenizer
+            return tokenizer
+        if self._tokenizer is not None:
+            return self._tokenizer
+        tried = []
+        for source in (getattr(self.config, "_adapter_source", None), getattr(self.model, "name_or_path", None)):
+            if not source:
+                continue
+            try:
+                return self.resolve_tokenizer(AutoTokenizer.from_pretrained(source))
+            except (OSError, ValueError, TypeError, KeyError) as error:
+                tried.append(f"{source!r} ({type(error).__name__})")
+        raise ValueError(
+            "No tokenizer found for this SHINE model (tried: "
+            f"{', '.join(tried) or 'no adapter source and no base name_or_path'}). Pass one: "
+            "`model.absorb_context(text, tokenizer=AutoTokenizer.from_pretrained(<base model>))`."
+        )
+
+    def tokenize_contexts(
+        self, context: ContextInput, tokenizer: Optional[PreTrainedTokenizerBase] = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Texts -> left-padded (B, T) context ids and mask on the model's device, under the overflow policy."""
+        texts = as_text_list(context)
+        tokenizer = self.resolve_tokenizer(tokenizer)
+        token_ids = fit_context_lengths(
+            encode_plain(tokenizer, texts), self.config.max_context_tokens, self.config.context_overflow
+        )
+        ids, mask = left_pad(token_ids, pad_id_of(tokenizer))
+        device = self.model.get_input_embeddings().weight.device
+        return ids.to(device), mask.to(device)
+
+    @torch.no_grad()
+    def absorb_context(
+        self, context: ContextInput, tokenizer: Optional[PreTrainedTokenizerBase] = None
+    ) -> AbsorbedContext:
+        """Read one context (str) or a batch (list of str) in one forward pass and switch the model to the generated
+        LoRA(s): row i of the next forward/generate uses context i (several rows per context: context-major).
+        Replaces any context absorbed before. Returns the `AbsorbedContext` (exportable as a plain PEFT LoRA)."""
+        ids, mask = self.tokenize_contexts(context, tokenizer)
+        factors = self.generate_lora(ids, mask)
+        for key, (a, b) in factors.items():
+            if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+                raise FloatingPointError(f"The generated LoRA of module {key} is not finite; the hypernetwork is broken.")
+        absorbed = AbsorbedContext(
+            factors={k: (a.detach(), b.detach()) for k, (a, b) in factors.items()},
+            module_paths={key: path for path, key in self._target_keys.items()},
+            context_token_counts=mask.sum(-1).tolist(),
+            base_model_name_or_path=getattr(self.model, "name_or_path", None) or None,
+        )
+        self.use_context(absorbed)
+        return absorbed
+
+    def use_context(self, absorbed: Optional[AbsorbedContext]) -> None:
+        """Answer with an `AbsorbedContext` (e.g. one kept from an earlier `absorb_context`); None = base model."""
+        self.current_context = absorbed
+        self.runtime.state = ShineState() if absorbed is None else ShineState("answer", absorbed.factors)
+
+    def forget(self) -> None:
+        """Drop the absorbed context: the model computes exactly the base model again. Idempotent."""
+        self.use_context(None)
+
+    @contextmanager
+    def absorbed(
+        self, context: ContextInput, tokenizer: Optional[PreTrainedTokenizerBase] = None
+    ) -> Iterator[AbsorbedContext]:
+        """`with model.absorbed(text) as ctx:` absorbs for the block and restores the previous context on exit."""
+        previous = self.current_context
+        try:
+            yield self.absorb_context(context, tokenizer)
+        finally:
+            self.use_context(previous)
+
+    @torch.no_grad()
+    def ask(
+        self,
+        question: Union[str, Sequence[str]],
+        max_new_tokens: int = 64,
+        tokenizer: Optional[PreTrainedTokenizerBase] = None,
+        **generate_kwargs: Any,
+    ) -> Union[str, list[str]]:
+        """Answer a question (or a list, context-major for batched contexts) from the absorbed context, with the
+        question alone in the chat template (the training format); greedy unless `generate_kwargs` say otherwise."""
+        tokenizer = self.resolve_tokenizer(tokenizer)
+        questions = as_text_list(question, what="question")
+        prompts = [question_prompt_ids(tokenizer, q) for q in questions]
+        ids, mask = left_pad(prompts, pad_id_of(tokenizer))
+        device = self.model.get_input_embeddings().weight.device
+        generate_kwargs.setdefault("do_sample", False)
+        generate_kwargs.setdefault("pad_token_id", pad_id_of(tokenizer))
+        output = self.model.generate(
+            input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens, **generate_kwargs
+        )
+        answers = [text.strip() for text in tokenizer.batch_decode(output[:, ids.shape[1] :], skip_special_tokens=True)]
+        return answers[0] if isinstance(question, str) else answers
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Diagnostics
+
+    @torch.no_grad()
+    def calibrate_memory_statistics(
+        self, contexts: Sequence[str], tokenizer: Optional[PreTrainedTokenizerBase] = None, batch_size: int = 8
+    ) -> None:
+        """Fold the memory states of `contexts` into the running standardisation statistics (training does this
+        automatically; call it to give an untrained or newly targeted hypernetwork sensible statistics)."""
+        for start in range(0, len(contexts), batch_size):
+            ids, mask = self.tokenize_contexts(list(contexts[start : start + batch_size]), tokenizer)
+            self.generate_lora(ids, mask, update_statistics=True)
+
+    @torch.no_grad()
+    def context_variance_share(
+        self, contexts: Sequence[str], tokenizer: Optional[PreTrainedTokenizerBase] = None
+    ) -> dict[str, float]:
+        """Across-context variance share of the generated deltas for these contexts (per module key and "all"):
+        0 means every context gets the same LoRA. See `hypernetwork.context_variance_share`."""
+        ids, mask = self.tokenize_contexts(contexts, tokenizer)
+        return context_variance_share(self.generate_lora(ids, mask))
