@@ -7,7 +7,6 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from peft import LoraConfig
@@ -32,7 +31,7 @@ class AbsorbedContext:
     factors: LoraFactors
     module_paths: dict[str, str]
     context_token_counts: list[int]
-    base_model_name_or_path: Optional[str] = None
+    base_model_name_or_path: str | None = None
 
     def __len__(self) -> int:
         return len(self.context_token_counts)
@@ -41,7 +40,7 @@ class AbsorbedContext:
     def rank(self) -> int:
         return next(iter(self.factors.values()))[0].shape[-1]
 
-    def __getitem__(self, index: int) -> "AbsorbedContext":
+    def __getitem__(self, index: int) -> AbsorbedContext:
         """The adapter of context `index` alone."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"Context index {index} is out of range for {len(self)} absorbed contexts.")
@@ -104,7 +103,7 @@ class AbsorbedContext:
             if os.path.isdir(staging):
                 shutil.rmtree(staging)
 
-    def push_to_hub(self, repo_id: str, private: Optional[bool] = None, token: Optional[str] = None, **kwargs) -> str:
+    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None, **kwargs) -> str:
         """Upload the exported plain LoRA adapter to the Hub; returns the commit URL."""
         from huggingface_hub import HfApi
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from peft import PeftConfig
 
@@ -34,29 +34,30 @@ class ShineConfig(PeftConfig):
         memory_stats_momentum: momentum of the running per-(layer, slot, dim) standardisation of memory states.
 
     Recorded from the base model when the adapter is created (checked when it is loaded again):
-        base_model_type, base_hidden_size, base_num_layers, target_module_shapes (module name relative to a decoder
-        layer -> [in_features, out_features], in slicing order).
+        base_model_type, base_hidden_size, base_num_layers, target_module_shapes ([module name relative to a decoder
+        layer, in_features, out_features] per target module, in slicing order; a list because JSON configs are
+        saved with sorted keys).
     """
 
     lora_rank: int = field(default=8, metadata={"help": "Rank of the generated LoRA."})
     meta_lora_rank: int = field(default=16, metadata={"help": "Rank of the meta-LoRA used while encoding."})
-    target_modules: Optional[Union[list[str], str]] = field(
+    target_modules: list[str] | str | None = field(
         default=None, metadata={"help": "Decoder-layer linear modules to adapt; None = all linear projections."}
     )
-    num_memory_tokens: Optional[int] = field(default=None, metadata={"help": "Memory slots; None = ceil(r*D/H)."})
+    num_memory_tokens: int | None = field(default=None, metadata={"help": "Memory slots; None = ceil(r*D/H)."})
     m2p_layers: int = field(default=4, metadata={"help": "M2P transformer blocks (even)."})
-    m2p_hidden_size: Optional[int] = field(default=None, metadata={"help": "M2P width; None = base hidden size."})
-    m2p_num_heads: Optional[int] = field(default=None, metadata={"help": "M2P attention heads."})
-    m2p_intermediate_size: Optional[int] = field(default=None, metadata={"help": "M2P FFN size; None = 2*width."})
+    m2p_hidden_size: int | None = field(default=None, metadata={"help": "M2P width; None = base hidden size."})
+    m2p_num_heads: int | None = field(default=None, metadata={"help": "M2P attention heads."})
+    m2p_intermediate_size: int | None = field(default=None, metadata={"help": "M2P FFN size; None = 2*width."})
     lora_scale: float = field(default=1e-3, metadata={"help": "Generated factors are scaled by sqrt(lora_scale)."})
     max_context_tokens: int = field(default=2048, metadata={"help": "Longest context encoded in one pass."})
     context_overflow: ContextOverflow = field(default="error", metadata={"help": "'error' or 'truncate'."})
     memory_stats_momentum: float = field(default=0.01, metadata={"help": "Running standardisation momentum."})
-    base_model_type: Optional[str] = field(default=None, metadata={"help": "Recorded: base model_type."})
-    base_hidden_size: Optional[int] = field(default=None, metadata={"help": "Recorded: base hidden size."})
-    base_num_layers: Optional[int] = field(default=None, metadata={"help": "Recorded: base decoder layer count."})
-    target_module_shapes: Optional[dict[str, list[int]]] = field(
-        default=None, metadata={"help": "Recorded: relative module name -> [in, out], in slicing order."}
+    base_model_type: str | None = field(default=None, metadata={"help": "Recorded: base model_type."})
+    base_hidden_size: int | None = field(default=None, metadata={"help": "Recorded: base hidden size."})
+    base_num_layers: int | None = field(default=None, metadata={"help": "Recorded: base decoder layer count."})
+    target_module_shapes: list[list[str | int]] | None = field(
+        default=None, metadata={"help": "Recorded: [relative module name, in, out] per target, in slicing order."}
     )
 
     def __post_init__(self) -> None:
@@ -76,7 +77,9 @@ class ShineConfig(PeftConfig):
         if self.lora_scale <= 0:
             raise ValueError(f"ShineConfig.lora_scale must be > 0, got {self.lora_scale}.")
         if self.context_overflow not in ("error", "truncate"):
-            raise ValueError(f"ShineConfig.context_overflow must be 'error' or 'truncate', got {self.context_overflow!r}.")
+            raise ValueError(
+                f"ShineConfig.context_overflow must be 'error' or 'truncate', got {self.context_overflow!r}."
+            )
         if isinstance(self.target_modules, set):
             self.target_modules = sorted(self.target_modules)
 
@@ -86,7 +89,7 @@ class ShineConfig(PeftConfig):
     @property
     def generated_numbers_per_layer(self) -> int:
         """r * D: numbers of one decoder layer's generated LoRA (D = sum of in + out over target modules)."""
-        return self.lora_rank * sum(i + o for i, o in self.target_module_shapes.values())
+        return self.lora_rank * sum(i + o for _, i, o in self.target_module_shapes)
 
     def resolve_sizes(self) -> None:
         """Fill `num_memory_tokens` and the M2P sizes from the recorded base structure (idempotent)."""
@@ -121,7 +124,7 @@ class ShineConfig(PeftConfig):
             tokenizer.save_pretrained(save_directory)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str, subfolder: Optional[str] = None, **kwargs: Any):
+    def from_pretrained(cls, pretrained_model_name_or_path: str, subfolder: str | None = None, **kwargs: Any):
         config = super().from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
         source = str(pretrained_model_name_or_path)
         config._adapter_source = os.path.join(source, subfolder) if subfolder and os.path.isdir(source) else source

@@ -138,7 +138,13 @@ class M2PTransformer(nn.Module):
     """Memory-to-parameter transformer: (B, L, M, H) standardised memory states -> (B, L, M, H) LoRA numbers."""
 
     def __init__(
-        self, num_layers: int, num_slots: int, hidden_size: int, width: int, num_heads: int, intermediate_size: int,
+        self,
+        num_layers: int,
+        num_slots: int,
+        hidden_size: int,
+        width: int,
+        num_heads: int,
+        intermediate_size: int,
         num_blocks: int,
     ):
         super().__init__()
@@ -146,7 +152,8 @@ class M2PTransformer(nn.Module):
         self.layer_position = nn.Parameter(torch.randn(num_layers, 1, width) * 0.02)
         self.memory_position = nn.Parameter(torch.randn(1, num_slots, width) * 0.02)
         self.blocks = nn.ModuleList(
-            M2PBlock(width, num_heads, intermediate_size, "layer" if i % 2 == 0 else "memory") for i in range(num_blocks)
+            M2PBlock(width, num_heads, intermediate_size, "layer" if i % 2 == 0 else "memory")
+            for i in range(num_blocks)
         )
         self.output_proj = nn.Linear(width, hidden_size) if width != hidden_size else nn.Identity()
 
@@ -161,15 +168,26 @@ class ShineHypernetwork(nn.Module):
     """Memory embeddings + memory-state standardisation + M2P + slicing plan of one SHINE adapter."""
 
     def __init__(
-        self, plan: SlicingPlan, hidden_size: int, num_slots: int, width: int, num_heads: int, intermediate_size: int,
-        num_blocks: int, lora_scale: float, stats_momentum: float, embedding_std: float,
+        self,
+        plan: SlicingPlan,
+        hidden_size: int,
+        num_slots: int,
+        width: int,
+        num_heads: int,
+        intermediate_size: int,
+        num_blocks: int,
+        lora_scale: float,
+        stats_momentum: float,
+        embedding_std: float,
     ):
         super().__init__()
         self.plan = plan
         self.lora_scale = lora_scale
         self.memory_embeddings = nn.Parameter(torch.randn(num_slots, hidden_size) * embedding_std)
         self.standardizer = MemoryStandardizer(plan.num_layers, num_slots, hidden_size, stats_momentum)
-        self.m2p = M2PTransformer(plan.num_layers, num_slots, hidden_size, width, num_heads, intermediate_size, num_blocks)
+        self.m2p = M2PTransformer(
+            plan.num_layers, num_slots, hidden_size, width, num_heads, intermediate_size, num_blocks
+        )
 
     @property
     def num_slots(self) -> int:

@@ -12,9 +12,10 @@ state it first ran with (see `ShineModel`).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, Optional
+from typing import Literal
 
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
@@ -47,7 +48,7 @@ class ShineRuntime:
             self.state = previous
 
 
-def rows_to_contexts(num_rows: int, num_contexts: int) -> Optional[torch.Tensor]:
+def rows_to_contexts(num_rows: int, num_contexts: int) -> torch.Tensor | None:
     """Context index of each batch row, context-major (rows [c0, c0, c1, c1] for 2 rows per context).
 
     Returns None when rows and contexts correspond one to one. Several rows per context come from several questions

@@ -4,9 +4,10 @@ generated LoRAs (absorb / forget / ask, and the training forward with `context_i
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Union
 
 import torch
 from peft.tuners.tuners_utils import BaseTuner
@@ -26,7 +27,7 @@ from .tokenization import (
     question_prompt_ids,
 )
 
-ContextInput = Union[str, Sequence[str]]
+ContextInput = str | Sequence[str]
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def find_decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     )
 
 
-def discover_structure(model: nn.Module, target_modules: Optional[Union[str, list[str]]]) -> DecoderStructure:
+def discover_structure(model: nn.Module, target_modules: str | list[str] | None) -> DecoderStructure:
     """Find the decoder layers and the targeted linear projections (identical in every layer)."""
     layers_path, layers = find_decoder_layers(model)
     if target_modules in (None, "all-linear"):
@@ -122,8 +123,8 @@ class ShineModel(BaseTuner):
         self._record_or_check_base(model, config, structure)
         config.resolve_sizes()
         self.runtime = ShineRuntime()
-        self.current_context: Optional[AbsorbedContext] = None
-        self._tokenizer: Optional[PreTrainedTokenizerBase] = None
+        self.current_context: AbsorbedContext | None = None
+        self._tokenizer: PreTrainedTokenizerBase | None = None
         self._structure = structure
         self._target_keys = {
             structure.module_path(i, name): module_key(i, name)
@@ -133,7 +134,9 @@ class ShineModel(BaseTuner):
         super().inject_adapter(model, adapter_name, **kwargs)
         self.shine_hypernetwork = nn.ModuleDict({adapter_name: self._build_hypernetwork(model, config)})
         if config.inference_mode:
-            self.shine_hypernetwork.requires_grad_(False)
+            for name, param in self.named_parameters():
+                if self.prefix in name:
+                    param.requires_grad_(False)
 
     @staticmethod
     def _record_or_check_base(model: nn.Module, config: ShineConfig, structure: DecoderStructure) -> None:
@@ -142,7 +145,7 @@ class ShineModel(BaseTuner):
             "base_model_type": text_config.model_type,
             "base_hidden_size": text_config.hidden_size,
             "base_num_layers": len(structure.layers),
-            "target_module_shapes": structure.module_shapes,
+            "target_module_shapes": [[name, i, o] for name, (i, o) in structure.module_shapes.items()],
         }
         recorded = {name: getattr(config, name) for name in found}
         if all(value is None for value in recorded.values()):
@@ -164,7 +167,7 @@ class ShineModel(BaseTuner):
     def _build_hypernetwork(self, model: nn.Module, config: ShineConfig) -> ShineHypernetwork:
         embeddings = model.get_input_embeddings().weight
         plan = SlicingPlan(
-            module_shapes=tuple((name, i, o) for name, (i, o) in config.target_module_shapes.items()),
+            module_shapes=tuple((name, i, o) for name, i, o in config.target_module_shapes),
             rank=config.lora_rank,
             num_layers=config.base_num_layers,
         )
@@ -186,7 +189,9 @@ class ShineModel(BaseTuner):
         return key in self._target_keys
 
     def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key, **kwargs):
-        new_module = ShineLinear(target, adapter_name, peft_config.meta_lora_rank, self.runtime, self._target_keys[current_key])
+        new_module = ShineLinear(
+            target, adapter_name, peft_config.meta_lora_rank, self.runtime, self._target_keys[current_key]
+        )
         self._replace_module(parent, target_name, new_module, target)
 
     def _mark_only_adapters_as_trainable(self, model: nn.Module) -> None:
@@ -205,7 +210,7 @@ class ShineModel(BaseTuner):
         return self.shine_hypernetwork[self.active_adapters[0]]
 
     @property
-    def config(self) -> ShineConfig:
+    def shine_config(self) -> ShineConfig:
         return self.peft_config[self.active_adapters[0]]
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -240,7 +245,10 @@ class ShineModel(BaseTuner):
         try:
             with self.runtime.using(ShineState("encode")):
                 self.model.base_model(
-                    inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+                    inputs_embeds=inputs_embeds,
+                    attention_mask=attention_mask,
+                    position_ids=position_ids,
+                    use_cache=False,
                 )
         finally:
             for hook in hooks:
@@ -257,8 +265,8 @@ class ShineModel(BaseTuner):
     def forward(
         self,
         *args: Any,
-        context_input_ids: Optional[torch.Tensor] = None,
-        context_attention_mask: Optional[torch.Tensor] = None,
+        context_input_ids: torch.Tensor | None = None,
+        context_attention_mask: torch.Tensor | None = None,
         **kwargs: Any,
     ):
         """The base model's forward; with `context_input_ids` (B_ctx, T) the contexts are encoded first (with
@@ -275,17 +283,17 @@ class ShineModel(BaseTuner):
     # ----------------------------------------------------------------------------------------------------------------
     # Absorb / forget / ask
 
-    def resolve_tokenizer(self, tokenizer: Optional[PreTrainedTokenizerBase] = None) -> PreTrainedTokenizerBase:
+    def resolve_tokenizer(self, tokenizer: PreTrainedTokenizerBase | None = None) -> PreTrainedTokenizerBase:
         """The tokenizer to use: the one given (remembered, and saved with `save_pretrained`), else one remembered,
         else one saved with the adapter, else the base model's (`name_or_path`)."""
         if tokenizer is not None:
             self._tokenizer = tokenizer
-            self.config._tokenizer = tokenizer
+            self.shine_config._tokenizer = tokenizer
             return tokenizer
         if self._tokenizer is not None:
             return self._tokenizer
         tried = []
-        for source in (getattr(self.config, "_adapter_source", None), getattr(self.model, "name_or_path", None)):
+        for source in (getattr(self.shine_config, "_adapter_source", None), getattr(self.model, "name_or_path", None)):
             if not source:
                 continue
             try:
@@ -299,13 +307,13 @@ class ShineModel(BaseTuner):
         )
 
     def tokenize_contexts(
-        self, context: ContextInput, tokenizer: Optional[PreTrainedTokenizerBase] = None
+        self, context: ContextInput, tokenizer: PreTrainedTokenizerBase | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Texts -> left-padded (B, T) context ids and mask on the model's device, under the overflow policy."""
         texts = as_text_list(context)
         tokenizer = self.resolve_tokenizer(tokenizer)
         token_ids = fit_context_lengths(
-            encode_plain(tokenizer, texts), self.config.max_context_tokens, self.config.context_overflow
+            encode_plain(tokenizer, texts), self.shine_config.max_context_tokens, self.shine_config.context_overflow
         )
         ids, mask = left_pad(token_ids, pad_id_of(tokenizer))
         device = self.model.get_input_embeddings().weight.device
@@ -313,7 +321,7 @@ class ShineModel(BaseTuner):
 
     @torch.no_grad()
     def absorb_context(
-        self, context: ContextInput, tokenizer: Optional[PreTrainedTokenizerBase] = None
+        self, context: ContextInput, tokenizer: PreTrainedTokenizerBase | None = None
     ) -> AbsorbedContext:
         """Read one context (str) or a batch (list of str) in one forward pass and switch the model to the generated
         LoRA(s): row i of the next forward/generate uses context i (several rows per context: context-major).
@@ -322,7 +330,9 @@ class ShineModel(BaseTuner):
         factors = self.generate_lora(ids, mask)
         for key, (a, b) in factors.items():
             if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
-                raise FloatingPointError(f"The generated LoRA of module {key} is not finite; the hypernetwork is broken.")
+                raise FloatingPointError(
+                    f"The generated LoRA of module {key} is not finite; the hypernetwork is broken."
+                )
         absorbed = AbsorbedContext(
             factors={k: (a.detach(), b.detach()) for k, (a, b) in factors.items()},
             module_paths={key: path for path, key in self._target_keys.items()},
@@ -332,7 +342,7 @@ class ShineModel(BaseTuner):
         self.use_context(absorbed)
         return absorbed
 
-    def use_context(self, absorbed: Optional[AbsorbedContext]) -> None:
+    def use_context(self, absorbed: AbsorbedContext | None) -> None:
         """Answer with an `AbsorbedContext` (e.g. one kept from an earlier `absorb_context`); None = base model."""
         self.current_context = absorbed
         self.runtime.state = ShineState() if absorbed is None else ShineState("answer", absorbed.factors)
@@ -343,7 +353,7 @@ class ShineModel(BaseTuner):
 
     @contextmanager
     def absorbed(
-        self, context: ContextInput, tokenizer: Optional[PreTrainedTokenizerBase] = None
+        self, context: ContextInput, tokenizer: PreTrainedTokenizerBase | None = None
     ) -> Iterator[AbsorbedContext]:
         """`with model.absorbed(text) as ctx:` absorbs for the block and restores the previous context on exit."""
         previous = self.current_context
@@ -355,11 +365,11 @@ class ShineModel(BaseTuner):
     @torch.no_grad()
     def ask(
         self,
-        question: Union[str, Sequence[str]],
+        question: str | Sequence[str],
         max_new_tokens: int = 64,
-        tokenizer: Optional[PreTrainedTokenizerBase] = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
         **generate_kwargs: Any,
-    ) -> Union[str, list[str]]:
+    ) -> str | list[str]:
         """Answer a question (or a list, context-major for batched contexts) from the absorbed context, with the
         question alone in the chat template (the training format); greedy unless `generate_kwargs` say otherwise."""
         tokenizer = self.resolve_tokenizer(tokenizer)
@@ -380,7 +390,7 @@ class ShineModel(BaseTuner):
 
     @torch.no_grad()
     def calibrate_memory_statistics(
-        self, contexts: Sequence[str], tokenizer: Optional[PreTrainedTokenizerBase] = None, batch_size: int = 8
+        self, contexts: Sequence[str], tokenizer: PreTrainedTokenizerBase | None = None, batch_size: int = 8
     ) -> None:
         """Fold the memory states of `contexts` into the running standardisation statistics (training does this
         automatically; call it to give an untrained or newly targeted hypernetwork sensible statistics)."""
@@ -390,7 +400,7 @@ class ShineModel(BaseTuner):
 
     @torch.no_grad()
     def context_variance_share(
-        self, contexts: Sequence[str], tokenizer: Optional[PreTrainedTokenizerBase] = None
+        self, contexts: Sequence[str], tokenizer: PreTrainedTokenizerBase | None = None
     ) -> dict[str, float]:
         """Across-context variance share of the generated deltas for these contexts (per module key and "all"):
         0 means every context gets the same LoRA. See `hypernetwork.context_variance_share`."""

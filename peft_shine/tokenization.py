@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Union
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
 
-def as_text_list(context: Union[str, Sequence[str]], what: str = "context") -> list[str]:
+def as_text_list(context: str | Sequence[str], what: str = "context") -> list[str]:
     """Validate one text or a sequence of texts; returns a list. Raises TypeError / ValueError that name the problem."""
     texts = [context] if isinstance(context, str) else context
     if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Sequence):
@@ -20,7 +19,9 @@ def as_text_list(context: Union[str, Sequence[str]], what: str = "context") -> l
         raise ValueError(f"No {what} given: pass a non-empty str or a non-empty list of str.")
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise TypeError(f"{what} {i} must be a str, got {type(text).__name__} (decode bytes with .decode('utf-8')).")
+            raise TypeError(
+                f"{what} {i} must be a str, got {type(text).__name__} (decode bytes with .decode('utf-8'))."
+            )
         if not text.strip():
             raise ValueError(f"{what} {i} is empty or whitespace only; there is nothing to absorb.")
     return list(texts)
@@ -32,9 +33,7 @@ def encode_plain(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[l
     return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
-def fit_context_lengths(
-    token_ids: list[list[int]], max_tokens: int, overflow: str
-) -> list[list[int]]:
+def fit_context_lengths(token_ids: list[list[int]], max_tokens: int, overflow: str) -> list[list[int]]:
     """Apply the overflow policy: "error" raises for a context over `max_tokens`, "truncate" keeps its first
     `max_tokens` tokens and warns how many were dropped."""
     fitted = []
