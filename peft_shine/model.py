@@ -7,7 +7,7 @@ import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import torch
 from peft.tuners.tuners_utils import BaseTuner
