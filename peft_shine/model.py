@@ -13,6 +13,7 @@ import torch
 from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .absorbed import AbsorbedContext
 from .config import ShineConfig
@@ -125,6 +126,7 @@ class ShineModel(BaseTuner):
         self.runtime = ShineRuntime()
         self.current_context: AbsorbedContext | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
+        self.skipped_batches = {"no_answer_tokens": 0, "non_finite_loss": 0}
         self._structure = structure
         self._target_keys = {
             structure.module_path(i, name): module_key(i, name)
@@ -271,14 +273,28 @@ class ShineModel(BaseTuner):
     ):
         """The base model's forward; with `context_input_ids` (B_ctx, T) the contexts are encoded first (with
         gradients when training) and row i of the batch answers with the LoRA of context i // (rows / B_ctx)."""
+        labels = kwargs.get("labels")
+        if self.training and labels is not None and not (labels[..., 1:] != -100).any():
+            return self._skip_batch("no_answer_tokens")
         if context_input_ids is None:
             self._install_checkpoint_replay()
-            return self.model(*args, **kwargs)
-        if context_attention_mask is None:
-            context_attention_mask = torch.ones_like(context_input_ids)
-        factors = self.generate_lora(context_input_ids, context_attention_mask, update_statistics=self.training)
-        with self.runtime.using(ShineState("answer", factors)):
-            return self.model(*args, **kwargs)
+            output = self.model(*args, **kwargs)
+        else:
+            if context_attention_mask is None:
+                context_attention_mask = torch.ones_like(context_input_ids)
+            factors = self.generate_lora(context_input_ids, context_attention_mask, update_statistics=self.training)
+            with self.runtime.using(ShineState("answer", factors)):
+                output = self.model(*args, **kwargs)
+        if self.training and getattr(output, "loss", None) is not None and not torch.isfinite(output.loss):
+            return self._skip_batch("non_finite_loss")
+        return output
+
+    def _skip_batch(self, reason: str) -> CausalLMOutputWithPast:
+        """A zero loss that still reaches every trainable tensor (zero gradients, so data-parallel ranks stay in
+        step); counted in `skipped_batches` and logged by `ShineTrainingCallback`."""
+        self.skipped_batches[reason] += 1
+        trainable = [param for param in self.parameters() if param.requires_grad]
+        return CausalLMOutputWithPast(loss=sum(param.sum() for param in trainable) * 0.0)
 
     # ----------------------------------------------------------------------------------------------------------------
     # Absorb / forget / ask

@@ -1,0 +1,151 @@
+"""Glue for training SHINE with the stock `transformers.Trainer` (no training loop here): argument dataclasses shared
+by `examples/pretrain.py` and `examples/instruct.py`, model construction, and a callback that logs skipped batches
+and drives the context-length curriculum."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from peft import PeftModel, get_peft_model
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from .config import ShineConfig
+
+
+@dataclass
+class ModelArguments:
+    """Which base model, and optionally which SHINE adapter to continue from."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Base causal LM (path or Hub id). Default: the embedded SmolLM2-135M-Instruct."}
+    )
+    adapter_name_or_path: str | None = field(
+        default=None, metadata={"help": "Start from this SHINE adapter (e.g. the stage-1 result for stage 2)."}
+    )
+
+
+@dataclass
+class ShineArguments:
+    """`ShineConfig` fields exposed on the command line (used when no adapter is given)."""
+
+    lora_rank: int = field(default=8, metadata={"help": "Rank of the generated LoRA."})
+    meta_lora_rank: int = field(default=16, metadata={"help": "Rank of the meta-LoRA used while encoding."})
+    m2p_layers: int = field(default=4, metadata={"help": "M2P transformer blocks (even)."})
+    max_context_tokens: int = field(default=1024, metadata={"help": "Longest context encoded in one pass."})
+    context_overflow: str = field(default="error", metadata={"help": "'error' or 'truncate'."})
+    target_modules: str | None = field(
+        default=None, metadata={"help": "Comma-separated module names (e.g. 'down_proj'); default all linear."}
+    )
+    num_memory_tokens: int | None = field(default=None, metadata={"help": "Memory slots; default ceil(r*D/H)."})
+
+    def to_config(self) -> ShineConfig:
+        targets = [name.strip() for name in self.target_modules.split(",")] if self.target_modules else None
+        return ShineConfig(
+            lora_rank=self.lora_rank,
+            meta_lora_rank=self.meta_lora_rank,
+            m2p_layers=self.m2p_layers,
+            max_context_tokens=self.max_context_tokens,
+            context_overflow=self.context_overflow,
+            target_modules=targets,
+            num_memory_tokens=self.num_memory_tokens,
+        )
+
+
+def split_paths(values: list[str] | None) -> list[str]:
+    """Flatten repeated and comma-separated path arguments: ["a,b", "c"] -> ["a", "b", "c"]."""
+    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+
+
+def load_base(model_name_or_path: str | None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The base model (float32) and its tokenizer; None loads the embedded default."""
+    if model_name_or_path is None:
+        from .defaults import load_default_base
+
+        return load_default_base()
+    model = AutoModelForCausalLM.from_pretrained(model_name_or_path, dtype=torch.float32)
+    return model, AutoTokenizer.from_pretrained(model_name_or_path)
+
+
+def build_shine_model(
+    base: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    shine_args: ShineArguments,
+    adapter_name_or_path: str | None = None,
+) -> PeftModel:
+    """A trainable SHINE model: a new adapter from `shine_args`, or the given adapter loaded as trainable."""
+    if adapter_name_or_path:
+        model = PeftModel.from_pretrained(base, adapter_name_or_path, is_trainable=True)
+    else:
+        model = get_peft_model(base, shine_args.to_config())
+    model.base_model.resolve_tokenizer(tokenizer)  # saved with every checkpoint
+    return model
+
+
+class ShineTrainingCallback(TrainerCallback):
+    """Logs the batches SHINE skipped (no answer tokens, non-finite loss) and advances the curriculum.
+
+    The curriculum progress of `train_dataset` (an `InstructDataset` built with `curriculum_steps`) is set to
+    `global_step / curriculum_steps` when training starts or resumes and before every step. The dataset must be read
+    in the training process (`dataloader_num_workers=0`): worker processes hold copies that miss the update.
+    """
+
+    def __init__(self, train_dataset=None):
+        self.train_dataset = train_dataset
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._set_progress(state.global_step)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._set_progress(state.global_step)
+
+    def _set_progress(self, step: int) -> None:
+        steps = getattr(self.train_dataset, "curriculum_steps", None)
+        if steps:
+            self.train_dataset.set_progress(min(1.0, step / steps))
+
+    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
+        skipped = getattr(getattr(model, "base_model", None), "skipped_batches", None)
+        if logs is not None and skipped is not None:
+            logs.update({f"skipped_{reason}": count for reason, count in skipped.items()})
+
+
+def check_training_arguments(args: TrainingArguments) -> None:
+    """SHINE batches carry `context_input_ids`/`context_attention_mask`, which the Trainer would drop."""
+    if args.remove_unused_columns:
+        raise ValueError(
+            "SHINE needs the context columns: create TrainingArguments with remove_unused_columns=False "
+            "(the example scripts do this for you)."
+        )
+
+
+def train_and_save(
+    model: PeftModel,
+    training_args: TrainingArguments,
+    train_dataset,
+    data_collator,
+    eval_dataset=None,
+) -> Trainer:
+    """Train with a stock `Trainer`, save the adapter (+ tokenizer) to `output_dir`, push if asked."""
+    check_training_arguments(training_args)
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=data_collator,
+        callbacks=[ShineTrainingCallback(train_dataset)],
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
+    return trainer
