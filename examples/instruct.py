@@ -1,0 +1,64 @@
+"""Stage 2 of SHINE: instruction fine-tuning on context-question-answer data with a stock `transformers.Trainer`.
+
+    python examples/instruct.py --train_file squad/train.jsonl.gz,babi/train.jsonl.gz --output_dir runs/instruct \
+        --adapter_name_or_path runs/pretrain --mode multi --curriculum_steps 300 --max_steps 1000 \
+        --per_device_train_batch_size 4 --learning_rate 3e-5
+
+Every `TrainingArguments` flag works; launch with `python`, `torchrun` or `accelerate launch` (docs/training.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import HfArgumentParser, TrainingArguments
+
+from peft_shine.data import InstructDataset, ShineDataCollator, load_qa_records
+from peft_shine.training import (
+    ModelArguments,
+    ShineArguments,
+    build_shine_model,
+    load_base,
+    split_paths,
+    train_and_save,
+)
+
+
+@dataclass
+class InstructDataArguments:
+    train_file: list[str] = field(
+        default=None,
+        metadata={
+            "help": "QA JSONL(.gz) files (context/question/answers); repeatable or comma-separated.",
+            "action": "extend",
+            "nargs": "+",
+        },
+    )
+    eval_file: str | None = field(default=None, metadata={"help": "QA JSONL(.gz) for evaluation loss."})
+    mode: str = field(default="multi", metadata={"help": "'multi' (all questions of a context) or 'single'."})
+    num_distractors: int = field(default=0, metadata={"help": "Single-QA: other contexts mixed with the gold one."})
+    curriculum_steps: int | None = field(
+        default=None, metadata={"help": "Grow contexts from the answer's sentence to the full text over these steps."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N records."})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = HfArgumentParser((ModelArguments, InstructDataArguments, ShineArguments, TrainingArguments))
+    model_args, data_args, shine_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    training_args.remove_unused_columns = False  # the context columns must reach the collator
+    base, tokenizer = load_base(model_args.model_name_or_path)
+    model = build_shine_model(base, tokenizer, shine_args, model_args.adapter_name_or_path)
+    records = load_qa_records(split_paths(data_args.train_file))[: data_args.max_train_samples]
+    options = dict(mode=data_args.mode, num_distractors=data_args.num_distractors, seed=training_args.seed)
+    train_dataset = InstructDataset(records, tokenizer, curriculum_steps=data_args.curriculum_steps, **options)
+    eval_dataset = (
+        InstructDataset(load_qa_records(data_args.eval_file), tokenizer, **options) if data_args.eval_file else None
+    )
+    config = model.peft_config[model.active_adapter]
+    collator = ShineDataCollator(tokenizer, config.max_context_tokens, config.context_overflow)
+    train_and_save(model, training_args, train_dataset, collator, eval_dataset)
+
+
+if __name__ == "__main__":
+    main()

