@@ -1,0 +1,556 @@
+"""Question-answering evaluation of SHINE against baselines (no context, context in the prompt, per-context LoRA
+fine-tuning), with SQuAD v1.1 metrics, bootstrap confidence intervals and timing.
+
+Records are dicts with `context` (str), `question` (str), `answers` (list of gold answer strings) and optionally `id`
+and `options` (multiple choice: `answers` then holds the text of the correct option). Every method answers with
+greedy decoding and the user turn of the chat template:
+
+- `none`: the base model (`model.forget()`), question alone;
+- `icl`: the base model with the context in the prompt (`ICL_TEMPLATE`);
+- `shine`: `model.absorb_context(contexts)` once per distinct context, then the question alone;
+- `sft`: a rank-8 LoRA trained on each context as language-model text, then the question alone.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import re
+import string
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .absorbed import AbsorbedContext
+from .tokenization import left_pad, pad_id_of, question_prompt_ids
+
+Record = dict[str, Any]
+T = TypeVar("T")
+
+ICL_TEMPLATE = "{context}\n\nQuestion: {question}"
+SFT_LORA_RANK = 8
+SFT_LORA_ALPHA = 16
+PUNCTUATION = frozenset(string.punctuation)
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Metrics (official SQuAD v1.1 normalisation)
+
+
+def normalize_answer(text: str) -> str:
+    """Lowercase, drop punctuation, drop the articles a / an / the, and collapse whitespace (SQuAD v1.1)."""
+    text = "".join(ch for ch in text.lower() if ch not in PUNCTUATION)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def _best_over_golds(metric: Callable[[str, str], float], prediction: str, golds: Sequence[str]) -> float:
+    """The metric's maximum over the gold answers (there must be at least one)."""
+    if isinstance(golds, str) or not golds:
+        raise ValueError(f"golds must be a non-empty list of answer strings, got {golds!r}.")
+    return max(metric(prediction, gold) for gold in golds)
+
+
+def _exact_match_one(prediction: str, gold: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def _f1_one(prediction: str, gold: str) -> float:
+    predicted, expected = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not predicted or not expected:
+        return float(predicted == expected)
+    common = sum((Counter(predicted) & Counter(expected)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+def exact_match(prediction: str, golds: Sequence[str]) -> float:
+    """1.0 when the normalised prediction equals a normalised gold answer, else 0.0."""
+    return _best_over_golds(_exact_match_one, prediction, golds)
+
+
+def f1(prediction: str, golds: Sequence[str]) -> float:
+    """Token-level F1 of the normalised prediction, maximised over the gold answers. An empty prediction scores 0
+    against a non-empty gold and 1 against an empty one."""
+    return _best_over_golds(_f1_one, prediction, golds)
+
+
+def chosen_option(prediction: str, options: Sequence[str]) -> str | None:
+    """The option a prediction picks after normalisation: the option it equals, else the only option that occurs in
+    it as whole words ("The answer is Paris." picks "Paris"); None when no option, or several, occur."""
+    predicted = normalize_answer(prediction)
+    normalized = [normalize_answer(option) for option in options]
+    if predicted in normalized:
+        return options[normalized.index(predicted)]
+    contained = [option for option, text in zip(options, normalized) if text and f" {text} " in f" {predicted} "]
+    return contained[0] if len(contained) == 1 else None
+
+
+def option_accuracy(prediction: str, options: Sequence[str], golds: Sequence[str]) -> float:
+    """1.0 when the option the prediction picks (`chosen_option`) is a gold answer after normalisation, else 0.0."""
+    choice = chosen_option(prediction, options)
+    return 0.0 if choice is None else exact_match(choice, golds)
+
+
+def bootstrap_ci(
+    values: Sequence[float], num_samples: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) confidence interval of the mean of `values`."""
+    if len(values) == 0:
+        raise ValueError("bootstrap_ci needs at least one value.")
+    data = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = [data[rng.integers(0, len(data), size=len(data))].mean() for _ in range(num_samples)]
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def _mean_with_ci(values: Sequence[float], seed: int) -> dict[str, float]:
+    low, high = bootstrap_ci(values, seed=seed)
+    return {"mean": float(np.mean(values)), "ci_low": low, "ci_high": high}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Records
+
+
+def _is_text_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, str) for item in value)
+
+
+def validate_record(record: Record, where: str = "record") -> None:
+    """Raise ValueError unless `record` has a non-empty `context` and `question` and a non-empty list of `answers`
+    (and, if present, a non-empty list of `options`)."""
+    for key in ("context", "question"):
+        if not isinstance(record.get(key), str) or not record[key].strip():
+            raise ValueError(f"{where} needs a non-empty string {key!r}.")
+    if not _is_text_list(record.get("answers")):
+        raise ValueError(f"{where} needs 'answers': a non-empty list of strings.")
+    if "options" in record and not _is_text_list(record["options"]):
+        raise ValueError(f"{where} has 'options' that is not a non-empty list of strings.")
+
+
+def _read_jsonl(path: Path) -> list[Record]:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    records = []
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if line.strip():
+                record = json.loads(line)
+                validate_record(record, f"{path}:{line_number}")
+                records.append(record)
+    return records
+
+
+def load_eval_records(path: str | Path, limit: int | None = None, seed: int = 0) -> list[Record]:
+    """Records from a JSONL or JSONL.gz file. With `limit`, a seeded random sample of that many records, kept in file
+    order."""
+    records = _read_jsonl(Path(path))
+    if limit is None or limit >= len(records):
+        return records
+    if limit < 1:
+        raise ValueError(f"limit must be a positive number of records, got {limit}.")
+    keep = sorted(random.Random(seed).sample(range(len(records)), limit))
+    return [records[i] for i in keep]
+
+
+def group_by_context(records: Sequence[Record]) -> dict[str, list[int]]:
+    """Distinct contexts (in order of first appearance) -> indices of the records that ask about them."""
+    groups: dict[str, list[int]] = {}
+    for index, record in enumerate(records):
+        groups.setdefault(record["context"], []).append(index)
+    return groups
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Timing and generation helpers
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter."""
+    return next(model.parameters()).device
+
+
+def timed(device: torch.device, function: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, float]:
+    """Run `function(*args, **kwargs)`; return its result and the wall-clock seconds it took (CUDA synchronised)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return result, time.perf_counter() - start
+
+
+@torch.no_grad()
+def generate_answers(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], max_new_tokens: int = 32
+) -> list[str]:
+    """Greedy answers of a plain (non-SHINE) causal LM to questions put alone in the chat template, batched with left
+    padding exactly as `ShineModel.ask` does."""
+    prompts = [question_prompt_ids(tokenizer, question) for question in questions]
+    ids, mask = left_pad(prompts, pad_id_of(tokenizer))
+    device = model_device(model)
+    output = model.generate(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=pad_id_of(tokenizer),
+    )
+    return [text.strip() for text in tokenizer.batch_decode(output[:, ids.shape[1] :], skip_special_tokens=True)]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Methods
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How the methods run: batching, generation length, the SFT baseline's training and its base-model loader."""
+
+    batch_size: int = 8
+    max_new_tokens: int = 32
+    sft_epochs: int = 10
+    sft_lr: float = 1e-3
+    seed: int = 0
+    base_factory: Callable[[], PreTrainedModel] | None = None
+
+
+@dataclass
+class MethodRun:
+    """One method's answers (in record order) and its total adaptation and generation seconds."""
+
+    predictions: list[str]
+    num_contexts: int = 0
+    adapt_seconds: float = 0.0
+    generate_seconds: float = 0.0
+
+
+MethodRunner = Callable[[PeftModel, PreTrainedTokenizerBase, Sequence[Record], EvalSettings, tqdm], MethodRun]
+
+
+def _run_prompted(
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[Record],
+    settings: EvalSettings,
+    progress: tqdm,
+    prompt: Callable[[Record], str],
+) -> MethodRun:
+    """The base model (after `forget()`) answers `prompt(record)` for each record, `batch_size` at a time."""
+    model.forget()
+    run = MethodRun(predictions=[])
+    for batch in _chunks(records, settings.batch_size):
+        texts = [prompt(record) for record in batch]
+        answers, seconds = timed(
+            model_device(model), model.ask, texts, max_new_tokens=settings.max_new_tokens, tokenizer=tokenizer
+        )
+        run.predictions.extend(answers)
+        run.generate_seconds += seconds
+        progress.update(len(batch))
+    return run
+
+
+def run_none(
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[Record],
+    settings: EvalSettings,
+    progress: tqdm,
+) -> MethodRun:
+    """No context: the base model answers the question alone."""
+    return _run_prompted(model, tokenizer, records, settings, progress, lambda record: record["question"])
+
+
+def icl_prompt(record: Record) -> str:
+    """The in-context user turn: `ICL_TEMPLATE` filled with the record's context and question."""
+    return ICL_TEMPLATE.format(context=record["context"], question=record["question"])
+
+
+def run_icl(
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[Record],
+    settings: EvalSettings,
+    progress: tqdm,
+) -> MethodRun:
+    """In-context: the base model answers `ICL_TEMPLATE` (context, blank line, "Question: ...") as the user turn."""
+    return _run_prompted(model, tokenizer, records, settings, progress, icl_prompt)
+
+
+def select_contexts(absorbed: AbsorbedContext, indices: Sequence[int]) -> AbsorbedContext:
+    """The generated LoRAs of the absorbed contexts at `indices`, in that order."""
+    if list(indices) == list(range(len(absorbed))):
+        return absorbed
+    rows = torch.tensor(list(indices))
+    return AbsorbedContext(
+        factors={key: (a[rows.to(a.device)], b[rows.to(b.device)]) for key, (a, b) in absorbed.factors.items()},
+        module_paths=absorbed.module_paths,
+        context_token_counts=[absorbed.context_token_counts[i] for i in indices],
+        base_model_name_or_path=absorbed.base_model_name_or_path,
+    )
+
+
+def question_rounds(groups: Sequence[Sequence[int]]) -> list[list[tuple[int, int]]]:
+    """Split the questions of several contexts into rounds with at most one question per context: round j holds
+    (context position, record index) for the j-th question of every context that has one."""
+    longest = max(len(group) for group in groups)
+    return [[(c, group[j]) for c, group in enumerate(groups) if j < len(group)] for j in range(longest)]
+
+
+def run_shine(
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[Record],
+    settings: EvalSettings,
+    progress: tqdm,
+) -> MethodRun:
+    """SHINE: each batch of up to `batch_size` distinct contexts is absorbed in one pass; their questions are then
+    asked in rounds of one question per context (row i uses context i). The model forgets afterwards."""
+    groups = group_by_context(records)
+    run = MethodRun(predictions=[""] * len(records), num_contexts=len(groups))
+    device = model_device(model)
+    for batch in _chunks(list(groups.items()), settings.batch_size):
+        absorbed, seconds = timed(device, model.absorb_context, [context for context, _ in batch], tokenizer=tokenizer)
+        run.adapt_seconds += seconds
+        for round_ in question_rounds([indices for _, indices in batch]):
+            model.use_context(select_contexts(absorbed, [position for position, _ in round_]))
+            questions = [records[index]["question"] for _, index in round_]
+            answers, seconds = timed(
+                device, model.ask, questions, max_new_tokens=settings.max_new_tokens, tokenizer=tokenizer
+            )
+            for (_, index), answer in zip(round_, answers):
+                run.predictions[index] = answer
+            run.generate_seconds += seconds
+            progress.update(len(round_))
+    model.forget()
+    return run
+
+
+def sft_target_modules(model: PeftModel) -> list[str]:
+    """The module names SHINE adapts, as last path components ("self_attn.q_proj" -> "q_proj")."""
+    targets = model.peft_config[model.active_adapter].target_modules
+    return sorted({name.rsplit(".", 1)[-1] for name in targets})
+
+
+def build_sft_model(base: PreTrainedModel, target_modules: list[str], device: torch.device, seed: int) -> PeftModel:
+    """A plain base model on `device` wrapped with a fresh, seeded rank-8 LoRA (alpha 16) on `target_modules`."""
+    if model_device(base) != device:
+        base = base.to(device)
+    torch.manual_seed(seed)
+    config = LoraConfig(
+        r=SFT_LORA_RANK,
+        lora_alpha=SFT_LORA_ALPHA,
+        lora_dropout=0.0,
+        target_modules=target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(base, config).eval()
+
+
+def train_on_context(model: PeftModel, context_ids: torch.Tensor, epochs: int, lr: float) -> None:
+    """Fit the model's trainable parameters to one context (1, T) with the causal LM loss: one AdamW step per epoch.
+    A one-token context has no next token to predict and is not trained on."""
+    if context_ids.shape[1] < 2:
+        return
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    with torch.enable_grad():
+        for _ in range(epochs):
+            model(input_ids=context_ids, labels=context_ids).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    model.eval()
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: param.detach().clone() for name, param in model.named_parameters() if param.requires_grad}
+
+
+def _restore(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in state:
+                param.copy_(state[name])
+
+
+def _require_base_factory(settings: EvalSettings) -> None:
+    if settings.base_factory is None:
+        raise ValueError("The 'sft' method needs base_factory: a callable that returns a plain copy of the base model.")
+
+
+def run_sft(
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[Record],
+    settings: EvalSettings,
+    progress: tqdm,
+) -> MethodRun:
+    """Per-context fine-tuning: for each distinct context, a fresh LoRA (the same seeded initialisation each time) on
+    a plain base from `settings.base_factory` is trained on the context's tokens (as SHINE reads them) for
+    `sft_epochs` AdamW steps, then answers the context's questions alone. The plain base is a second copy of the model
+    in memory; it is loaded once per run."""
+    _require_base_factory(settings)
+    device = model_device(model)
+    sft_model = build_sft_model(settings.base_factory(), sft_target_modules(model), device, settings.seed)
+    initial = _trainable_state(sft_model)
+    groups = group_by_context(records)
+    run = MethodRun(predictions=[""] * len(records), num_contexts=len(groups))
+    for context, indices in groups.items():
+        _restore(sft_model, initial)
+        context_ids, _ = model.tokenize_contexts([context], tokenizer)
+        _, seconds = timed(device, train_on_context, sft_model, context_ids, settings.sft_epochs, settings.sft_lr)
+        run.adapt_seconds += seconds
+        for batch in _chunks(indices, settings.batch_size):
+            questions = [records[index]["question"] for index in batch]
+            answers, seconds = timed(device, generate_answers, sft_model, tokenizer, questions, settings.max_new_tokens)
+            for index, answer in zip(batch, answers):
+                run.predictions[index] = answer
+            run.generate_seconds += seconds
+            progress.update(len(batch))
+    return run
+
+
+METHODS: dict[str, MethodRunner] = {"none": run_none, "icl": run_icl, "shine": run_shine, "sft": run_sft}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Evaluation and reports
+
+
+def score_predictions(records: Sequence[Record], predictions: Sequence[str]) -> list[dict[str, Any]]:
+    """Per-record F1 and EM (and `accuracy` for records with `options`) of the predictions."""
+    scored = []
+    for index, (record, prediction) in enumerate(zip(records, predictions)):
+        item = {
+            "id": record.get("id", index),
+            "question": record["question"],
+            "prediction": prediction,
+            "answers": list(record["answers"]),
+            "f1": f1(prediction, record["answers"]),
+            "em": exact_match(prediction, record["answers"]),
+        }
+        if "options" in record:
+            item["accuracy"] = option_accuracy(prediction, record["options"], record["answers"])
+        scored.append(item)
+    return scored
+
+
+def summarize_run(records: Sequence[Record], run: MethodRun, seed: int) -> dict[str, Any]:
+    """Mean and bootstrap CI of F1 / EM (and option accuracy when records have options), timing and predictions."""
+    scored = score_predictions(records, run.predictions)
+    summary: dict[str, Any] = {
+        "f1": _mean_with_ci([item["f1"] for item in scored], seed),
+        "em": _mean_with_ci([item["em"] for item in scored], seed),
+    }
+    accuracies = [item["accuracy"] for item in scored if "accuracy" in item]
+    if accuracies:
+        summary["accuracy"] = _mean_with_ci(accuracies, seed)
+    summary["adapt_seconds_per_context"] = run.adapt_seconds / run.num_contexts if run.num_contexts else 0.0
+    summary["generate_seconds_per_question"] = run.generate_seconds / len(records)
+    summary["predictions"] = scored
+    return summary
+
+
+def _check_methods(methods: Sequence[str], settings: EvalSettings) -> None:
+    unknown = [name for name in methods if name not in METHODS]
+    if unknown:
+        raise ValueError(f"Unknown method(s) {unknown}; choose from {list(METHODS)}.")
+    if "sft" in methods:
+        _require_base_factory(settings)
+    if settings.batch_size < 1 or settings.max_new_tokens < 1 or settings.sft_epochs < 0:
+        raise ValueError("batch_size and max_new_tokens must be positive and sft_epochs non-negative.")
+
+
+def evaluate(
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[Record],
+    methods: Sequence[str] = ("none", "icl", "shine"),
+    batch_size: int = 8,
+    max_new_tokens: int = 32,
+    base_factory: Callable[[], PreTrainedModel] | None = None,
+    sft_epochs: int = 10,
+    seed: int = 0,
+    sft_lr: float = 1e-3,
+) -> dict[str, Any]:
+    """Answer every record with each method and score the answers; the model is in eval mode meanwhile and ends with
+    no context absorbed.
+
+    Returns a JSON-serialisable dict: `num_records`; `methods`: name -> {`f1`, `em` (and `accuracy` when records have
+    `options`): {`mean`, `ci_low`, `ci_high`}, `adapt_seconds_per_context` (0 for methods without adaptation),
+    `generate_seconds_per_question`, `predictions`: [{`id`, `question`, `prediction`, `answers`, `f1`, `em` (and
+    `accuracy`)}] in record order}; `config`: the settings. `base_factory` (a loader of the plain base model) is
+    required for the `sft` method.
+    """
+    settings = EvalSettings(batch_size, max_new_tokens, sft_epochs, sft_lr, seed, base_factory)
+    _check_methods(methods, settings)
+    if not records:
+        raise ValueError("No records to evaluate.")
+    for index, record in enumerate(records):
+        validate_record(record, f"record {index}")
+    was_training = model.training
+    model.eval()
+    try:
+        results = {name: _evaluate_method(name, model, tokenizer, records, settings) for name in methods}
+    finally:
+        model.forget()
+        model.train(was_training)
+    config = {key: value for key, value in asdict(settings).items() if key != "base_factory"}
+    config.update(methods=list(methods), icl_template=ICL_TEMPLATE, base_model=getattr(model, "name_or_path", None))
+    return {"num_records": len(records), "methods": results, "config": config}
+
+
+def _evaluate_method(
+    name: str, model: PeftModel, tokenizer: PreTrainedTokenizerBase, records: Sequence[Record], settings: EvalSettings
+) -> dict[str, Any]:
+    with tqdm(total=len(records), desc=name, unit="question") as progress:
+        run = METHODS[name](model, tokenizer, records, settings, progress)
+    return summarize_run(records, run, settings.seed)
+
+
+def _percent(summary: dict[str, float]) -> str:
+    return f"{100 * summary['mean']:.1f}"
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """A Markdown table of the results: method | F1 (95% CI) | EM | [accuracy |] adapt s/context | gen s/question."""
+    methods = results["methods"]
+    with_accuracy = any("accuracy" in summary for summary in methods.values())
+    header = ["method", "F1 (95% CI)", "EM"] + (["accuracy"] if with_accuracy else [])
+    lines = ["| " + " | ".join(header + ["adapt s/context", "gen s/question"]) + " |"]
+    lines.append("|" + "---|" * (len(header) + 2))
+    for name, summary in methods.items():
+        score = summary["f1"]
+        cells = [name, f"{_percent(score)} [{100 * score['ci_low']:.1f}, {100 * score['ci_high']:.1f}]"]
+        cells.append(_percent(summary["em"]))
+        if with_accuracy:
+            cells.append(_percent(summary["accuracy"]) if "accuracy" in summary else "-")
+        cells += [f"{summary['adapt_seconds_per_context']:.4f}", f"{summary['generate_seconds_per_question']:.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def save_results(results: dict[str, Any], path: str | Path) -> None:
+    """Write the results as JSON (indent 2) to `path` and as a Markdown table to the same path with suffix `.md`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    path.with_suffix(".md").write_text(markdown_table(results), encoding="utf-8")
