@@ -1,0 +1,208 @@
+"""Training with the stock transformers Trainer: overfitting, resume, mixed precision, checkpointing, skipped
+batches, the example scripts, and data-parallel correctness with torchrun (gloo, CPU)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import Trainer, TrainingArguments
+
+from peft_shine.data import InstructDataset, ShineDataCollator
+from peft_shine.training import ShineTrainingCallback, check_training_arguments
+from tests.helpers import build_shine
+
+ROOT = Path(__file__).resolve().parents[1]
+QA = [
+    {
+        "context": "The lighthouse was built in 1871 by Clara Vennet.",
+        "question": "Who built it?",
+        "answers": ["Clara Vennet"],
+    },
+    {"context": "Mary went to the kitchen.", "question": "Where is Mary?", "answers": ["kitchen"]},
+    {"context": "The river Selden floods in March.", "question": "When does it flood?", "answers": ["March"]},
+    {
+        "context": "The report was signed by Ingrid Solberg.",
+        "question": "Who signed it?",
+        "answers": ["Ingrid Solberg"],
+    },
+]
+
+
+def train(tokenizer, tmp_path, steps, lr=1e-2, **overrides):
+    model = build_shine(vocab_size=len(tokenizer)).train()
+    with torch.no_grad():  # a random tiny base has near-uniform logits; a sharper head lets the adapter matter
+        model.get_base_model().lm_head.weight.mul_(25)
+    dataset = InstructDataset(QA, tokenizer, mode="single", seed=0)
+    options = dict(
+        output_dir=str(tmp_path / "run"),
+        max_steps=steps,
+        per_device_train_batch_size=2,
+        learning_rate=lr,
+        remove_unused_columns=False,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        seed=0,
+        logging_steps=1,
+        dataloader_num_workers=0,
+    )
+    args = TrainingArguments(**{**options, **overrides})
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=ShineDataCollator(tokenizer, 64),
+        callbacks=[ShineTrainingCallback(dataset)],
+    )
+    return trainer, model
+
+
+def losses(trainer):
+    return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+
+
+def test_trainer_overfits_a_handful_of_examples(tokenizer, tmp_path):
+    trainer, _ = train(tokenizer, tmp_path, steps=40, lr_scheduler_type="constant")
+    trainer.train()
+    history = losses(trainer)
+    assert sum(history[-4:]) / 4 <= 0.5 * sum(history[:2]) / 2
+
+
+def test_resume_from_checkpoint_continues_exactly(tokenizer, tmp_path):
+    full, _ = train(tokenizer, tmp_path / "a", steps=6, save_strategy="steps", save_steps=3)
+    full.train()
+    checkpoint = tmp_path / "a" / "run" / "checkpoint-3"
+    saved = sorted(p.name for p in checkpoint.iterdir())
+    assert "adapter_model.safetensors" in saved and not [n for n in saved if n.startswith("model")]
+    resumed, _ = train(tokenizer, tmp_path / "b", steps=6, save_strategy="steps", save_steps=3)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    torch.testing.assert_close(losses(resumed)[-3:], losses(full)[-3:], rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_autocast_and_activation_checkpointing_train(tokenizer, tmp_path):
+    trainer, model = train(
+        tokenizer,
+        tmp_path,
+        steps=2,
+        bf16=True,
+        activation_checkpointing=True,
+        activation_checkpointing_kwargs={"use_reentrant": False},
+    )
+    before = model.base_model.hypernetwork.memory_embeddings.detach().clone()
+    trainer.train()
+    assert all(torch.isfinite(torch.tensor(losses(trainer))))
+    assert not torch.equal(before, model.base_model.hypernetwork.memory_embeddings)
+
+
+def test_batches_without_answer_tokens_are_skipped_and_counted(tokenizer):
+    model = build_shine(vocab_size=len(tokenizer)).train()
+    ids = torch.tensor([tokenizer("no answer here")["input_ids"]])
+    out = model(input_ids=ids, labels=torch.full_like(ids, -100), context_input_ids=ids)
+    out.loss.backward()
+    assert out.loss.item() == 0.0 and model.base_model.skipped_batches["no_answer_tokens"] == 1
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and not g.any() for g in grads)
+
+
+def test_training_arguments_must_keep_context_columns(tmp_path):
+    with pytest.raises(ValueError, match="remove_unused_columns=False"):
+        check_training_arguments(TrainingArguments(output_dir=str(tmp_path), report_to="none"))
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.mark.parametrize("script", ["pretrain", "instruct"])
+def test_example_scripts_run_end_to_end(script, saved_base, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    module = __import__(script)
+    if script == "pretrain":
+        data = write_jsonl(tmp_path / "texts.jsonl", [{"text": qa["context"]} for qa in QA])
+    else:
+        data = write_jsonl(tmp_path / "qa.jsonl", QA)
+    out = tmp_path / "out"
+    module.main(
+        [
+            "--model_name_or_path",
+            str(saved_base),
+            "--train_file",
+            f"{data},{data}",
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "2",
+            "--lora_rank",
+            "2",
+            "--m2p_layers",
+            "2",
+            "--report_to",
+            "none",
+            "--save_strategy",
+            "no",
+            "--use_cpu",
+            "true",
+        ]
+    )
+    assert (out / "adapter_model.safetensors").exists() and (out / "tokenizer.json").exists()
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["peft_type"] == "SHINE" and config["lora_rank"] == 2
+    if script == "instruct":  # stage 2 starting from a stage-1 adapter
+        module.main(
+            [
+                "--model_name_or_path",
+                str(saved_base),
+                "--train_file",
+                str(data),
+                "--adapter_name_or_path",
+                str(out),
+                "--output_dir",
+                str(tmp_path / "stage2"),
+                "--max_steps",
+                "1",
+                "--report_to",
+                "none",
+                "--save_strategy",
+                "no",
+                "--use_cpu",
+                "true",
+                "--curriculum_steps",
+                "2",
+            ]
+        )
+        assert (tmp_path / "stage2" / "adapter_model.safetensors").exists()
+
+
+def test_torchrun_two_processes_keep_every_trainable_tensor_identical(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        str(ROOT / "tests" / "ddp_worker.py"),
+        str(tmp_path),
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = [load_file(str(tmp_path / f"after{rank}.safetensors")) for rank in (0, 1)]
+    before = load_file(str(tmp_path / "before0.safetensors"))
+    seen = [json.loads((tmp_path / f"seen{rank}.json").read_text()) for rank in (0, 1)]
+    assert seen[0]["world_size"] == 2 and seen[0]["seen"] != seen[1]["seen"]  # different data per rank
+    names = list(after[0])
+    assert any("memory_embeddings" in n for n in names) and any("shine_meta_A" in n for n in names)
+    assert any(".m2p." in n for n in names)
+    for name in names:
+        assert torch.equal(after[0][name], after[1][name]), name
+        assert not torch.equal(after[0][name], before[name]), name
