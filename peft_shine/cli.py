@@ -1,0 +1,184 @@
+"""`peft-shine` console script: demo, eval, absorb, ask.
+
+    peft-shine demo [--num-questions N]
+    peft-shine eval --data FILE.jsonl[.gz] --methods none,icl,sft,shine --limit N --output results.json
+    peft-shine absorb FILE... --output DIR [--base B --adapter A]
+    peft-shine ask "question" (--adapter DIR | --context-file FILE) [--base B]
+
+Without `--base`/`--adapter` the embedded default (SmolLM2-135M-Instruct + the shipped hypernetwork) is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from importlib.resources import files
+from pathlib import Path
+
+from peft import PeftConfig, PeftModel
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .defaults import DEFAULT_ADAPTER_DIR, load_default, load_default_base
+from .evaluation import ICL_TEMPLATE, evaluate, generate_answers, load_eval_records, markdown_table, save_results
+
+
+def read_text_file(path: str) -> str:
+    """A UTF-8 text file's content; clear errors for missing, non-UTF-8 or empty files."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SystemExit(f"error: {path}: no such file") from None
+    except UnicodeDecodeError as error:
+        raise SystemExit(
+            f"error: {path} is not UTF-8 text ({error.reason} at byte {error.start}); convert it first"
+        ) from None
+    if not text.strip():
+        raise SystemExit(f"error: {path} is empty; there is nothing to absorb")
+    return text
+
+
+def load_base(name_or_path: str | None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    if name_or_path is None:
+        return load_default_base()
+    return AutoModelForCausalLM.from_pretrained(name_or_path).eval(), AutoTokenizer.from_pretrained(name_or_path)
+
+
+def load_shine(base_name: str | None, adapter: str | None) -> tuple[PeftModel, PreTrainedTokenizerBase]:
+    """The SHINE model: the embedded default, or `adapter` on `base_name` (default base when omitted)."""
+    if base_name is None and adapter is None:
+        return load_default()
+    base, tokenizer = load_base(base_name)
+    model = PeftModel.from_pretrained(base, adapter or DEFAULT_ADAPTER_DIR).eval()
+    model.base_model.resolve_tokenizer(tokenizer)
+    return model, tokenizer
+
+
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    assets = files("peft_shine") / "assets"
+    document = (assets / "sample_document.md").read_text(encoding="utf-8")
+    questions = json.loads((assets / "sample_questions.json").read_text(encoding="utf-8"))[: args.num_questions]
+    print("Loading SmolLM2-135M-Instruct with the shipped SHINE hypernetwork ...", flush=True)
+    model, _ = load_default()
+    if not (DEFAULT_ADAPTER_DIR / "adapter_model.safetensors").is_file():
+        print("NOTE: no trained hypernetwork is installed; SHINE's answers below come from an untrained one.")
+    start = time.perf_counter()
+    absorbed = model.absorb_context(document)
+    absorb_seconds = time.perf_counter() - start
+    rows = []
+    for item in tqdm(questions, desc="answering", unit="question"):
+        question = item["question"]
+        with_shine = model.ask(question, max_new_tokens=args.max_new_tokens)
+        model.forget()
+        without = model.ask(question, max_new_tokens=args.max_new_tokens)
+        in_prompt = model.ask(
+            ICL_TEMPLATE.format(context=document, question=question), max_new_tokens=args.max_new_tokens
+        )
+        model.use_context(absorbed)
+        rows.append((item, without, with_shine, in_prompt))
+    print(
+        f"\nDocument: {absorbed.context_token_counts[0]} tokens, absorbed in {absorb_seconds:.2f} s "
+        f"(one forward pass; the document is not in the prompt afterwards).\n"
+    )
+    for item, without, with_shine, in_prompt in rows:
+        print(f"Q: {item['question']}   (expected: {item['answer']})")
+        print(f"   without context   : {without}")
+        print(f"   SHINE (absorbed)  : {with_shine}")
+        print(f"   document in prompt: {in_prompt}\n")
+
+
+def run_eval(args: argparse.Namespace) -> None:
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    model, tokenizer = load_shine(args.base, args.adapter)
+    records = load_eval_records(args.data, limit=args.limit, seed=args.seed)
+    results = evaluate(
+        model,
+        tokenizer,
+        records,
+        methods=methods,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        base_factory=lambda: load_base(args.base)[0],
+        sft_epochs=args.sft_epochs,
+        seed=args.seed,
+    )
+    results["config"].update(data=args.data, base=args.base or "default", adapter=args.adapter or "default")
+    save_results(results, args.output)
+    print(markdown_table(results))
+
+
+def run_absorb(args: argparse.Namespace) -> None:
+    texts = [read_text_file(path) for path in args.files]
+    model, _ = load_shine(args.base, args.adapter)
+    absorbed = model.absorb_context(texts)
+    output = Path(args.output)
+    for index, path in enumerate(args.files):
+        target = output if len(args.files) == 1 else output / Path(path).stem
+        absorbed[index].save_pretrained(target)
+        print(f"{path}: {absorbed.context_token_counts[index]} tokens -> plain PEFT LoRA in {target}")
+
+
+def run_ask(args: argparse.Namespace) -> None:
+    if args.context_file:
+        model, _ = load_shine(args.base, args.adapter)
+        model.absorb_context(read_text_file(args.context_file))
+        print(model.ask(args.question, max_new_tokens=args.max_new_tokens))
+        return
+    if not args.adapter:
+        raise SystemExit("error: give --adapter DIR (an exported LoRA) or --context-file FILE")
+    if PeftConfig.from_pretrained(args.adapter).peft_type == "SHINE":
+        raise SystemExit(f"error: {args.adapter} is a SHINE hypernetwork; add --context-file FILE to absorb first")
+    base, tokenizer = load_base(args.base)
+    model = PeftModel.from_pretrained(base, args.adapter).eval()
+    print(generate_answers(model, tokenizer, [args.question], max_new_tokens=args.max_new_tokens)[0])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="peft-shine", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="absorb a bundled document with the default model and ask questions")
+    demo.add_argument("--num-questions", type=int, default=6)
+    demo.add_argument("--max-new-tokens", type=int, default=24)
+    demo.set_defaults(run=run_demo)
+
+    evaluation = commands.add_parser("eval", help="answer F1/EM of none / icl / sft / shine on a QA JSONL file")
+    evaluation.add_argument("--data", required=True, help="JSONL(.gz) with context, question, answers")
+    evaluation.add_argument("--methods", default="none,icl,shine")
+    evaluation.add_argument("--limit", type=int, default=None, help="seeded random sample of N records")
+    evaluation.add_argument("--output", required=True, help="results JSON (a Markdown table is written beside it)")
+    evaluation.add_argument("--batch-size", type=int, default=8)
+    evaluation.add_argument("--max-new-tokens", type=int, default=32)
+    evaluation.add_argument("--sft-epochs", type=int, default=10)
+    evaluation.add_argument("--seed", type=int, default=0)
+    evaluation.set_defaults(run=run_eval)
+
+    absorb = commands.add_parser("absorb", help="absorb text files and write each as a plain PEFT LoRA")
+    absorb.add_argument("files", nargs="+")
+    absorb.add_argument("--output", required=True)
+    absorb.set_defaults(run=run_absorb)
+
+    ask = commands.add_parser("ask", help="answer a question from an exported LoRA or a context file")
+    ask.add_argument("question")
+    ask.add_argument("--context-file")
+    ask.add_argument("--max-new-tokens", type=int, default=48)
+    ask.set_defaults(run=run_ask)
+
+    for command in (evaluation, absorb, ask):
+        command.add_argument("--base", help="base model path or Hub id (default: embedded SmolLM2-135M-Instruct)")
+        command.add_argument("--adapter", help="SHINE adapter (ask: also an exported LoRA); default: shipped one")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
