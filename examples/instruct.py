@@ -5,11 +5,13 @@
         --per_device_train_batch_size 4 --learning_rate 3e-5
 
 Every `TrainingArguments` flag works; launch with `python`, `torchrun` or `accelerate launch` (docs/training.md).
+`--loss distill` (or `--loss mix --distill_weight w`) adds the optional distillation objective (docs/training.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from transformers import HfArgumentParser, TrainingArguments
 
@@ -43,20 +45,45 @@ class InstructDataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N records."})
 
 
+@dataclass
+class ObjectiveArguments:
+    loss: Literal["ce", "distill", "mix"] = field(
+        default="ce",
+        metadata={
+            "help": "'ce': cross-entropy on the answers (the paper); 'distill': KL to the base model that reads the "
+            "context in its prompt; 'mix': distill_weight * KL + (1 - distill_weight) * CE."
+        },
+    )
+    distill_weight: float = field(default=0.5, metadata={"help": "Weight of the KL term with --loss mix, in [0, 1]."})
+
+    @property
+    def weight(self) -> float:
+        """The weight of the KL term in the loss: 0 for 'ce', 1 for 'distill', `distill_weight` for 'mix'."""
+        return {"ce": 0.0, "distill": 1.0, "mix": self.distill_weight}[self.loss]
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = HfArgumentParser((ModelArguments, InstructDataArguments, ShineArguments, TrainingArguments))
-    model_args, data_args, shine_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    parser = HfArgumentParser(
+        (ModelArguments, InstructDataArguments, ObjectiveArguments, ShineArguments, TrainingArguments)
+    )
+    model_args, data_args, objective_args, shine_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     training_args.remove_unused_columns = False  # the context columns must reach the collator
     base, tokenizer = load_base(model_args.model_name_or_path)
     model = build_shine_model(base, tokenizer, shine_args, model_args.adapter_name_or_path)
     records = load_qa_records(split_paths(data_args.train_file))[: data_args.max_train_samples]
-    options = dict(mode=data_args.mode, num_distractors=data_args.num_distractors, seed=training_args.seed)
+    options = dict(
+        mode=data_args.mode,
+        num_distractors=data_args.num_distractors,
+        seed=training_args.seed,
+        teacher=objective_args.loss != "ce",
+    )
     train_dataset = InstructDataset(records, tokenizer, curriculum_steps=data_args.curriculum_steps, **options)
     eval_dataset = (
         InstructDataset(load_qa_records(data_args.eval_file), tokenizer, **options) if data_args.eval_file else None
     )
     config = model.peft_config[model.active_adapter]
-    collator = ShineDataCollator(tokenizer, config.max_context_tokens, config.context_overflow)
+    # The weight rides in every batch as a python float: the Trainer, accelerate and DDP pass it to forward untouched.
+    collator = ShineDataCollator(tokenizer, config.max_context_tokens, config.context_overflow, objective_args.weight)
     train_and_save(model, training_args, train_dataset, collator, eval_dataset)
 
 

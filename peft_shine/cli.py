@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .defaults import DEFAULT_ADAPTER_DIR, load_default, load_default_base
-from .evaluation import ICL_TEMPLATE, evaluate, generate_answers, load_eval_records, markdown_table, save_results
+from .evaluation import evaluate, generate_answers, load_eval_records, markdown_table, save_results
+from .tokenization import ICL_TEMPLATE
 
 
 def read_text_file(path: str) -> str:

@@ -5,6 +5,8 @@ collator that pads answering passes (right) and contexts (left) into one batch.
 An example is a dict of python int lists: `input_ids` (L,) and `labels` (L,) for the answering pass (a chat whose
 assistant turns are the targets; every other position is -100) and `context_input_ids` (T,) for the evidence the
 hypernetwork reads, plus a string `kind` for logging. The collator turns a list of them into (B, L) and (B, T) tensors.
+For the optional distillation objective (`peft_shine.distillation`) a stage-2 example also carries
+`teacher_input_ids` / `teacher_labels` (L_t,): the same chat with the evidence in the first user turn.
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from .tokenization import as_text_list, encode_plain, fit_context_lengths, left_pad, pad_id_of, question_prompt_ids
+from .tokenization import (
+    as_text_list,
+    encode_plain,
+    fit_context_lengths,
+    icl_prompt,
+    left_pad,
+    pad_id_of,
+    question_prompt_ids,
+)
 
 if TYPE_CHECKING:
     import datasets
@@ -262,16 +272,23 @@ def encode_chat(tokenizer: PreTrainedTokenizerBase, turns: Sequence[QA]) -> tupl
 
 
 def _example(
-    tokenizer: PreTrainedTokenizerBase, turns: Sequence[QA], evidence: str, kind: str
+    tokenizer: PreTrainedTokenizerBase, turns: Sequence[QA], evidence: str, kind: str, teacher: bool = False
 ) -> dict[str, list[int] | str]:
-    """An example dict: the chat's `input_ids` / `labels` (L,), the evidence's `context_input_ids` (T,), `kind`."""
+    """An example dict: the chat's `input_ids` / `labels` (L,), the evidence's `context_input_ids` (T,), `kind`; with
+    `teacher`, also `teacher_input_ids` / `teacher_labels` (L_t,): the chat whose first user turn is the evidence and
+    the question in `ICL_TEMPLATE` (later turns unchanged), labelling the same answer tokens."""
     input_ids, labels = encode_chat(tokenizer, turns)
-    return {
+    example = {
         "input_ids": input_ids,
         "labels": labels,
         "context_input_ids": encode_plain(tokenizer, [evidence])[0],
         "kind": kind,
     }
+    if teacher:
+        (question, answer), *later = turns
+        first = (icl_prompt({"context": evidence, "question": question}), answer)
+        example["teacher_input_ids"], example["teacher_labels"] = encode_chat(tokenizer, [first, *later])
+    return example
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -334,12 +351,13 @@ def pack_texts(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, max_tok
 
 
 def build_multi_qa_example(
-    context: str, qas: Sequence[QA], tokenizer: PreTrainedTokenizerBase
+    context: str, qas: Sequence[QA], tokenizer: PreTrainedTokenizerBase, teacher: bool = False
 ) -> dict[str, list[int] | str]:
     """A multi-QA example: evidence = `context`; the answering pass is the chat user q1, assistant a1, user q2, ...
-    (each answer is the first of its answers) with loss on every answer. `kind` is "multi"."""
+    (each answer is the first of its answers) with loss on every answer. `kind` is "multi". `teacher`: see
+    `_example`."""
     turns = [(question, answers[0]) for question, answers in qas]
-    return _example(tokenizer, turns, context, "multi")
+    return _example(tokenizer, turns, context, "multi", teacher)
 
 
 def join_with_distractors(context: str, distractors: Sequence[str], rng: random.Random) -> str:
@@ -356,11 +374,12 @@ def build_single_qa_example(
     distractors: Sequence[str],
     tokenizer: PreTrainedTokenizerBase,
     rng: random.Random,
+    teacher: bool = False,
 ) -> dict[str, list[int] | str]:
     """A single-QA example: evidence = the gold context among `distractors` in random order; one question, loss on
-    its first answer. `kind` is "single"."""
+    its first answer. `kind` is "single". `teacher`: see `_example`."""
     evidence = join_with_distractors(context, distractors, rng)
-    return _example(tokenizer, [(question, answers[0])], evidence, "single")
+    return _example(tokenizer, [(question, answers[0])], evidence, "single", teacher)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -483,7 +502,11 @@ class InstructDataset(Dataset):
 
     With `curriculum_steps` set, the gold context follows `curriculum_context` at the current `progress`, which
     `set_progress` (or `peft_shine.training.ShineTrainingCallback`) updates; distractors stay whole. Without it
-    the full context is always used. Item `i` is deterministic given `seed`, `i` and `progress`."""
+    the full context is always used. Item `i` is deterministic given `seed`, `i` and `progress`.
+
+    With `teacher=True` every item also carries `teacher_input_ids` / `teacher_labels` for the distillation
+    objective: the same chat with the very evidence the hypernetwork reads (curriculum and distractors included) in
+    the first user turn (see `_example`)."""
 
     def __init__(
         self,
@@ -493,6 +516,7 @@ class InstructDataset(Dataset):
         num_distractors: int = 0,
         curriculum_steps: int | None = None,
         seed: int = 0,
+        teacher: bool = False,
     ) -> None:
         records = [_normalize_qa_record(record, f"record {i}") for i, record in enumerate(records)]
         self._check_options(mode, num_distractors, curriculum_steps, records)
@@ -503,6 +527,7 @@ class InstructDataset(Dataset):
         self.num_distractors = num_distractors
         self.curriculum_steps = curriculum_steps
         self.seed = seed
+        self.teacher = teacher
         self.progress = 0.0
 
     @staticmethod
@@ -538,9 +563,11 @@ class InstructDataset(Dataset):
         if self.curriculum_steps is not None:
             context = curriculum_context(item, self.progress, rng)
         if self.mode == "multi":
-            return build_multi_qa_example(context, item["qas"], self.tokenizer)
+            return build_multi_qa_example(context, item["qas"], self.tokenizer, self.teacher)
         distractors = self._distractors(item["context"], rng)
-        return build_single_qa_example(context, item["question"], item["answers"], distractors, self.tokenizer, rng)
+        return build_single_qa_example(
+            context, item["question"], item["answers"], distractors, self.tokenizer, rng, self.teacher
+        )
 
     def _distractors(self, gold: str, rng: random.Random) -> list[str]:
         """`num_distractors` distinct contexts other than `gold`, drawn at random."""
@@ -557,17 +584,23 @@ class ShineDataCollator:
     """Batches examples: `input_ids` (B, L) right-padded with the tokenizer's pad id, `attention_mask` (B, L),
     `labels` (B, L) padded with -100, and `context_input_ids` / `context_attention_mask` (B, T) left-padded after the
     `context_overflow` policy ("error" or "truncate", see `fit_context_lengths`) is applied with `max_context_tokens`.
-    Other keys (e.g. `kind`) are dropped. One answering row per context."""
+    Examples with `teacher_input_ids` / `teacher_labels` (see `InstructDataset(teacher=True)`) also give
+    `teacher_input_ids`, `teacher_attention_mask`, `teacher_labels` (B, L_t), right-padded like the answering pass,
+    and `distill_weight` (a python float: the weight of the distillation term in `ShineModel.forward`). Other keys
+    (e.g. `kind`) are dropped. One answering row per context."""
 
     tokenizer: PreTrainedTokenizerBase
     max_context_tokens: int = 2048
     context_overflow: str = "error"
+    distill_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.context_overflow not in ("error", "truncate"):
             raise ValueError(f"context_overflow must be 'error' or 'truncate', got {self.context_overflow!r}.")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}.")
 
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor | float]:
         _check_features(features)
         pad_id = pad_id_of(self.tokenizer)
         input_ids, attention_mask = _right_pad([f["input_ids"] for f in features], pad_id)
@@ -576,13 +609,20 @@ class ShineDataCollator:
             [list(f["context_input_ids"]) for f in features], self.max_context_tokens, self.context_overflow
         )
         context_input_ids, context_attention_mask = left_pad(contexts, pad_id)
-        return {
+        batch = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "labels": labels,
             "context_input_ids": context_input_ids,
             "context_attention_mask": context_attention_mask,
         }
+        if "teacher_input_ids" in features[0]:
+            batch["teacher_input_ids"], batch["teacher_attention_mask"] = _right_pad(
+                [f["teacher_input_ids"] for f in features], pad_id
+            )
+            batch["teacher_labels"], _ = _right_pad([f["teacher_labels"] for f in features], IGNORE_INDEX)
+            batch["distill_weight"] = self.distill_weight
+        return batch
 
 
 def _check_features(features: list[dict]) -> None:

@@ -32,12 +32,11 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .absorbed import AbsorbedContext
-from .tokenization import left_pad, pad_id_of, question_prompt_ids
+from .tokenization import ICL_TEMPLATE, icl_prompt, left_pad, pad_id_of, question_prompt_ids
 
 Record = dict[str, Any]
 T = TypeVar("T")
 
-ICL_TEMPLATE = "{context}\n\nQuestion: {question}"
 SFT_LORA_RANK = 8
 SFT_LORA_ALPHA = 16
 PUNCTUATION = frozenset(string.punctuation)
@@ -277,11 +276,6 @@ def run_none(
 ) -> MethodRun:
     """No context: the base model answers the question alone."""
     return _run_prompted(model, tokenizer, records, settings, progress, lambda record: record["question"])
-
-
-def icl_prompt(record: Record) -> str:
-    """The in-context user turn: `ICL_TEMPLATE` filled with the record's context and question."""
-    return ICL_TEMPLATE.format(context=record["context"], question=record["question"])
 
 
 def run_icl(

@@ -17,6 +17,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .absorbed import AbsorbedContext
 from .config import ShineConfig
+from .distillation import answer_token_kl
 from .hypernetwork import LoraFactors, ShineHypernetwork, SlicingPlan, context_variance_share, module_key
 from .layer import ShineLinear, ShineRuntime, ShineState
 from .tokenization import (
@@ -269,13 +270,25 @@ class ShineModel(BaseTuner):
         *args: Any,
         context_input_ids: torch.Tensor | None = None,
         context_attention_mask: torch.Tensor | None = None,
+        teacher_input_ids: torch.Tensor | None = None,
+        teacher_attention_mask: torch.Tensor | None = None,
+        teacher_labels: torch.Tensor | None = None,
+        distill_weight: float = 1.0,
         **kwargs: Any,
     ):
         """The base model's forward; with `context_input_ids` (B_ctx, T) the contexts are encoded first (with
-        gradients when training) and row i of the batch answers with the LoRA of context i // (rows / B_ctx)."""
+        gradients when training) and row i of the batch answers with the LoRA of context i // (rows / B_ctx).
+
+        With `teacher_input_ids` (B, L_t) (the chat with the context in the prompt, see `InstructDataset(...,
+        teacher=True)`) and `teacher_labels` (B, L_t), the plain base reads them without gradients and the loss
+        becomes `distill_weight * answer_token_kl(...) + (1 - distill_weight) * cross-entropy` on `labels` (B, L)."""
         labels = kwargs.get("labels")
         if self.training and labels is not None and not (labels[..., 1:] != -100).any():
             return self._skip_batch("no_answer_tokens")
+        if teacher_input_ids is not None:
+            if labels is None or teacher_labels is None:
+                raise ValueError("Distillation (teacher_input_ids) needs both `labels` and `teacher_labels`.")
+            teacher_logits = self._teacher_logits(teacher_input_ids, teacher_attention_mask)
         if context_input_ids is None:
             self._install_checkpoint_replay()
             output = self.model(*args, **kwargs)
@@ -285,9 +298,20 @@ class ShineModel(BaseTuner):
             factors = self.generate_lora(context_input_ids, context_attention_mask, update_statistics=self.training)
             with self.runtime.using(ShineState("answer", factors)):
                 output = self.model(*args, **kwargs)
+        if teacher_input_ids is not None:
+            kl = answer_token_kl(
+                output.logits, labels, teacher_logits, teacher_labels, kwargs.get("num_items_in_batch")
+            )
+            output.loss = distill_weight * kl + (1.0 - distill_weight) * output.loss
         if self.training and getattr(output, "loss", None) is not None and not torch.isfinite(output.loss):
             return self._skip_batch("non_finite_loss")
         return output
+
+    @torch.no_grad()
+    def _teacher_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, L_t, V) logits of the plain base model (no generated LoRA, no meta-LoRA) on (B, L_t) teacher ids."""
+        with self.runtime.using(ShineState()):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
     def _skip_batch(self, reason: str) -> CausalLMOutputWithPast:
         """A zero loss that still reaches every trainable tensor (zero gradients, so data-parallel ranks stay in

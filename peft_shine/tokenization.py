@@ -74,6 +74,15 @@ def pad_id_of(tokenizer: PreTrainedTokenizerBase) -> int:
     return 0
 
 
+ICL_TEMPLATE = "{context}\n\nQuestion: {question}"
+"""The user turn of the in-context baseline (and of the distillation teacher): context, blank line, question."""
+
+
+def icl_prompt(record: dict) -> str:
+    """The in-context user turn: `ICL_TEMPLATE` filled with the record's `context` and `question`."""
+    return ICL_TEMPLATE.format(context=record["context"], question=record["question"])
+
+
 def question_prompt_ids(tokenizer: PreTrainedTokenizerBase, question: str) -> list[int]:
     """Chat-template tokens of a one-turn user question followed by the assistant generation prompt."""
     if not getattr(tokenizer, "chat_template", None):
