@@ -12,6 +12,7 @@ import torch
 from peft import LoraConfig
 from safetensors.torch import save_file
 
+from .composition import Factors, compress_rank, stack_padded
 from .hypernetwork import LoraFactors
 
 
@@ -26,30 +27,77 @@ class AbsorbedContext:
             "model.layers.3.self_attn.q_proj"), used for export.
         context_token_counts: tokens of each context that were encoded (memory tokens not counted).
         base_model_name_or_path: the base model the adapter was generated for (written to the exported config).
+        num_chunks: encoder passes (chunks) behind each context's adapter.
+        ranks: rank of each context's adapter; `factors` are zero-padded to the largest (padding adds nothing).
+        compression_error: relative Frobenius error ||D - D_k|| / ||D|| over all modules when the adapter was
+            compressed to a rank budget, else None.
     """
 
     factors: LoraFactors
     module_paths: dict[str, str]
     context_token_counts: list[int]
     base_model_name_or_path: str | None = None
+    num_chunks: list[int] | None = None
+    ranks: list[int] | None = None
+    compression_error: float | None = None
+
+    def __post_init__(self) -> None:
+        self.num_chunks = self.num_chunks or [1] * len(self)
+        self.ranks = self.ranks or [self.rank] * len(self)
+
+    @classmethod
+    def from_parts(cls, contexts: list[dict[str, Factors]], **fields) -> AbsorbedContext:
+        """Build from per-context factors {key: (A (in, r_c), B (r_c, out))} of possibly different ranks."""
+        keys = contexts[0].keys()
+        factors = {key: stack_padded([context[key] for context in contexts]) for key in keys}
+        ranks = [next(iter(context.values()))[0].shape[-1] for context in contexts]
+        return cls(factors=factors, ranks=ranks, **fields)
 
     def __len__(self) -> int:
         return len(self.context_token_counts)
 
     @property
     def rank(self) -> int:
+        """The (largest) rank of the adapters."""
         return next(iter(self.factors.values()))[0].shape[-1]
 
     def __getitem__(self, index: int) -> AbsorbedContext:
-        """The adapter of context `index` alone."""
+        """The adapter of context `index` alone (at its own rank)."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"Context index {index} is out of range for {len(self)} absorbed contexts.")
         index %= len(self)
-        return AbsorbedContext(
-            factors={k: (a[index : index + 1], b[index : index + 1]) for k, (a, b) in self.factors.items()},
+        return AbsorbedContext.from_parts(
+            [self.context_factors(index)],
             module_paths=self.module_paths,
             context_token_counts=[self.context_token_counts[index]],
             base_model_name_or_path=self.base_model_name_or_path,
+            num_chunks=[self.num_chunks[index]],
+            compression_error=self.compression_error,
+        )
+
+    def context_factors(self, index: int) -> dict[str, Factors]:
+        """Context `index`'s factors without padding: {key: (A (in, r), B (r, out))}."""
+        rank = self.ranks[index]
+        return {key: (a[index, :, :rank], b[index, :rank]) for key, (a, b) in self.factors.items()}
+
+    def compressed(self, max_rank: int) -> AbsorbedContext:
+        """Each context's adapter truncated to rank <= `max_rank` by an SVD of every module's delta, computed on the
+        factors; `compression_error` reports the relative Frobenius error over all modules and contexts."""
+        contexts, error, norm = [], 0.0, 0.0
+        for index in range(len(self)):
+            modules = {}
+            for key, (a, b) in self.context_factors(index).items():
+                a_k, b_k, module_error, module_norm = compress_rank(a, b, max_rank)
+                modules[key] = (a_k, b_k)
+                error, norm = error + module_error, norm + module_norm
+            contexts.append(modules)
+        return AbsorbedContext.from_parts(
+            contexts,
+            module_paths=self.module_paths,
+            context_token_counts=self.context_token_counts,
+            base_model_name_or_path=self.base_model_name_or_path,
+            num_chunks=self.num_chunks,
+            compression_error=(error / norm) ** 0.5 if norm > 0 else 0.0,
         )
 
     def delta_weight(self, key: str, index: int = 0) -> torch.Tensor:
@@ -95,7 +143,15 @@ class AbsorbedContext:
             save_file(self.lora_state_dict(), os.path.join(staging, "adapter_model.safetensors"), {"format": "pt"})
             self.lora_config().save_pretrained(staging)
             with open(os.path.join(staging, "shine_context.json"), "w") as f:
-                json.dump({"context_tokens": self.context_token_counts[0], "rank": self.rank}, f)
+                json.dump(
+                {
+                    "context_tokens": self.context_token_counts[0],
+                    "rank": self.rank,
+                    "num_chunks": self.num_chunks[0],
+                    "compression_error": self.compression_error,
+                },
+                f,
+            )
             if os.path.isdir(save_directory):
                 shutil.rmtree(save_directory)
             os.replace(staging, save_directory)

@@ -116,12 +116,21 @@ def run_eval(args: argparse.Namespace) -> None:
 def run_absorb(args: argparse.Namespace) -> None:
     texts = [read_text_file(path) for path in args.files]
     model, _ = load_shine(args.base, args.adapter)
-    absorbed = model.absorb_context(texts)
+    if args.max_rank is not None:
+        model.peft_config[model.active_adapter].max_lora_rank = args.max_rank
+    absorbed = model.absorb_context(texts, compose=args.compose)
     output = Path(args.output)
-    for index, path in enumerate(args.files):
-        target = output if len(args.files) == 1 else output / Path(path).stem
+    names = ["+".join(Path(p).stem for p in args.files)] if args.compose else [Path(p).stem for p in args.files]
+    for index, name in enumerate(names):
+        target = output if len(names) == 1 else output / name
         absorbed[index].save_pretrained(target)
-        print(f"{path}: {absorbed.context_token_counts[index]} tokens -> plain PEFT LoRA in {target}")
+        error = absorbed.compression_error
+        print(
+            f"{name}: {absorbed.context_token_counts[index]} tokens in {absorbed.num_chunks[index]} chunk(s), "
+            f"rank {absorbed.ranks[index]}"
+            + (f" (compressed, relative error {error:.3g})" if error is not None else "")
+            + f" -> plain PEFT LoRA in {target}"
+        )
 
 
 def run_ask(args: argparse.Namespace) -> None:
@@ -162,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     absorb = commands.add_parser("absorb", help="absorb text files and write each as a plain PEFT LoRA")
     absorb.add_argument("files", nargs="+")
     absorb.add_argument("--output", required=True)
+    absorb.add_argument("--compose", action="store_true", help="one adapter holding all files")
+    absorb.add_argument("--max-rank", type=int, help="compress each adapter to this rank (truncated SVD)")
     absorb.set_defaults(run=run_absorb)
 
     ask = commands.add_parser("ask", help="answer a question from an exported LoRA or a context file")

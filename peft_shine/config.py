@@ -10,7 +10,7 @@ from typing import Any, Literal
 from peft import PeftConfig
 
 SHINE_PEFT_TYPE = "SHINE"
-ContextOverflow = Literal["error", "truncate"]
+ContextOverflow = Literal["chunk", "truncate", "error"]
 
 
 @dataclass
@@ -29,8 +29,15 @@ class ShineConfig(PeftConfig):
             H / 128 (or the nearest head size that divides the width) and 2 * width.
         lora_scale: s; each generated factor is multiplied by sqrt(s).
         max_context_tokens: longest context (in tokens) encoded in one pass.
-        context_overflow: what happens to a longer context: `"error"` (default) or `"truncate"` (keeps the first
-            `max_context_tokens` tokens and warns how many were dropped).
+        context_overflow: what happens to a longer context when it is absorbed: `"chunk"` (default: split on
+            sentence/line boundaries into chunks of at most `max_context_tokens`, encode each, and concatenate the
+            chunk LoRAs along the rank axis, so the deltas add up), `"truncate"` (keep the first `max_context_tokens`
+            tokens, warning how many were dropped) or `"error"`. Training encodes each context in one pass and
+            raises for a longer one unless the policy is "truncate".
+        chunk_overlap_tokens: tokens shared by consecutive chunks.
+        chunk_batch_size: chunks encoded per forward pass (bounds memory for long documents).
+        max_lora_rank: rank budget of an absorbed adapter; a longer document's concatenated adapter is compressed to
+            it by a truncated SVD of each module's delta. None keeps the full rank (r per chunk).
         memory_stats_momentum: momentum of the running per-(layer, slot, dim) standardisation of memory states.
 
     Recorded from the base model when the adapter is created (checked when it is loaded again):
@@ -51,7 +58,10 @@ class ShineConfig(PeftConfig):
     m2p_intermediate_size: int | None = field(default=None, metadata={"help": "M2P FFN size; None = 2*width."})
     lora_scale: float = field(default=1e-3, metadata={"help": "Generated factors are scaled by sqrt(lora_scale)."})
     max_context_tokens: int = field(default=2048, metadata={"help": "Longest context encoded in one pass."})
-    context_overflow: ContextOverflow = field(default="error", metadata={"help": "'error' or 'truncate'."})
+    context_overflow: ContextOverflow = field(default="chunk", metadata={"help": "'chunk', 'truncate' or 'error'."})
+    chunk_overlap_tokens: int = field(default=0, metadata={"help": "Tokens shared by consecutive chunks."})
+    chunk_batch_size: int = field(default=8, metadata={"help": "Chunks encoded per forward pass."})
+    max_lora_rank: int | None = field(default=None, metadata={"help": "Compress absorbed adapters to this rank."})
     memory_stats_momentum: float = field(default=0.01, metadata={"help": "Running standardisation momentum."})
     base_model_type: str | None = field(default=None, metadata={"help": "Recorded: base model_type."})
     base_hidden_size: int | None = field(default=None, metadata={"help": "Recorded: base hidden size."})
@@ -67,7 +77,7 @@ class ShineConfig(PeftConfig):
             self.task_type = "CAUSAL_LM"
         if self.task_type != "CAUSAL_LM":
             raise ValueError(f"SHINE adapts causal language models; got task_type={self.task_type!r}, use 'CAUSAL_LM'.")
-        for name in ("lora_rank", "meta_lora_rank", "m2p_layers", "max_context_tokens"):
+        for name in ("lora_rank", "meta_lora_rank", "m2p_layers", "max_context_tokens", "chunk_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"ShineConfig.{name} must be a positive integer, got {getattr(self, name)!r}.")
         if self.m2p_layers % 2:
@@ -76,10 +86,16 @@ class ShineConfig(PeftConfig):
             )
         if self.lora_scale <= 0:
             raise ValueError(f"ShineConfig.lora_scale must be > 0, got {self.lora_scale}.")
-        if self.context_overflow not in ("error", "truncate"):
+        if self.context_overflow not in ("chunk", "truncate", "error"):
             raise ValueError(
-                f"ShineConfig.context_overflow must be 'error' or 'truncate', got {self.context_overflow!r}."
+                f"ShineConfig.context_overflow must be 'chunk', 'truncate' or 'error', got {self.context_overflow!r}."
             )
+        if not 0 <= self.chunk_overlap_tokens < self.max_context_tokens:
+            raise ValueError(
+                f"ShineConfig.chunk_overlap_tokens must be in [0, max_context_tokens), got {self.chunk_overlap_tokens}."
+            )
+        if self.max_lora_rank is not None and self.max_lora_rank < 1:
+            raise ValueError(f"ShineConfig.max_lora_rank must be None or >= 1, got {self.max_lora_rank}.")
         if isinstance(self.target_modules, set):
             self.target_modules = sorted(self.target_modules)
 

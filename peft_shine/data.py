@@ -34,6 +34,7 @@ from .tokenization import (
     left_pad,
     pad_id_of,
     question_prompt_ids,
+    sentence_spans,
 )
 
 if TYPE_CHECKING:
@@ -44,7 +45,6 @@ RECON_INSTRUCTION = "Repeat the text you have read."
 COMP_INSTRUCTION = "Continue the text you have read, from its beginning to the end."
 PACK_SEPARATOR = "\n\n"
 DISTRACTOR_SEPARATOR = "\n\n"
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 
 Sources = Union[str, os.PathLike, Sequence[str | os.PathLike], "datasets.Dataset"]
@@ -405,16 +405,6 @@ def _fact_lines(context: str, facts: Sequence[Sequence[int]]) -> list[str] | Non
     if indexes[0] < 0 or indexes[-1] >= len(lines):
         raise ValueError(f"Supporting fact indexes {indexes} out of range for a context of {len(lines)} lines.")
     return [lines[i] for i in indexes]
-
-
-def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) character spans of the sentences of `text`, split at [.!?] followed by whitespace."""
-    spans, start = [], 0
-    for match in _SENTENCE_END.finditer(text):
-        spans.append((start, match.start()))
-        start = match.end()
-    spans.append((start, len(text)))
-    return spans
 
 
 def _answer_sentences(context: str, qas: Sequence[QA]) -> list[str] | None:

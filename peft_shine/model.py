@@ -16,6 +16,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .absorbed import AbsorbedContext
+from .composition import concat_along_rank
 from .config import ShineConfig
 from .distillation import answer_token_kl
 from .hypernetwork import LoraFactors, ShineHypernetwork, SlicingPlan, context_variance_share, module_key
@@ -27,6 +28,7 @@ from .tokenization import (
     left_pad,
     pad_id_of,
     question_prompt_ids,
+    split_into_chunks,
 )
 
 ContextInput = str | Sequence[str]
@@ -346,39 +348,112 @@ class ShineModel(BaseTuner):
             "`model.absorb_context(text, tokenizer=AutoTokenizer.from_pretrained(<base model>))`."
         )
 
+    def context_chunks(
+        self, context: ContextInput, tokenizer: PreTrainedTokenizerBase | None = None
+    ) -> list[list[list[int]]]:
+        """Plain-text token ids of each context's chunks: one chunk per context, except that under the "chunk"
+        policy a context longer than `max_context_tokens` is split on sentence/line boundaries (see
+        `tokenization.split_into_chunks`); "truncate" and "error" apply as in `fit_context_lengths`."""
+        texts = as_text_list(context)
+        tokenizer = self.resolve_tokenizer(tokenizer)
+        config = self.shine_config
+        token_ids = encode_plain(tokenizer, texts)
+        if config.context_overflow != "chunk":
+            fitted = fit_context_lengths(token_ids, config.max_context_tokens, config.context_overflow)
+            return [[ids] for ids in fitted]
+        return [
+            split_into_chunks(tokenizer, text, config.max_context_tokens, config.chunk_overlap_tokens)
+            if len(ids) > config.max_context_tokens
+            else [ids]
+            for text, ids in zip(texts, token_ids, strict=True)
+        ]
+
     def tokenize_contexts(
         self, context: ContextInput, tokenizer: PreTrainedTokenizerBase | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Texts -> left-padded (B, T) context ids and mask on the model's device, under the overflow policy."""
-        texts = as_text_list(context)
-        tokenizer = self.resolve_tokenizer(tokenizer)
-        token_ids = fit_context_lengths(
-            encode_plain(tokenizer, texts), self.shine_config.max_context_tokens, self.shine_config.context_overflow
-        )
-        ids, mask = left_pad(token_ids, pad_id_of(tokenizer))
+        """Texts -> left-padded (N, T) ids and mask of every chunk on the model's device (N = number of contexts
+        unless some are chunked)."""
+        chunks = [chunk for document in self.context_chunks(context, tokenizer) for chunk in document]
+        ids, mask = left_pad(chunks, pad_id_of(self.resolve_tokenizer(tokenizer)))
         device = self.model.get_input_embeddings().weight.device
         return ids.to(device), mask.to(device)
 
-    @torch.no_grad()
-    def absorb_context(
-        self, context: ContextInput, tokenizer: PreTrainedTokenizerBase | None = None
-    ) -> AbsorbedContext:
-        """Read one context (str) or a batch (list of str) in one forward pass and switch the model to the generated
-        LoRA(s): row i of the next forward/generate uses context i (several rows per context: context-major).
-        Replaces any context absorbed before. Returns the `AbsorbedContext` (exportable as a plain PEFT LoRA)."""
-        ids, mask = self.tokenize_contexts(context, tokenizer)
-        factors = self.generate_lora(ids, mask)
+    def _generate_in_batches(self, ids: torch.Tensor, mask: torch.Tensor) -> LoraFactors:
+        """`generate_lora` over (N, T) chunks, `chunk_batch_size` at a time -> A (N, in, r), B (N, r, out)."""
+        step = self.shine_config.chunk_batch_size
+        batches = [self.generate_lora(ids[i : i + step], mask[i : i + step]) for i in range(0, ids.shape[0], step)]
+        factors = {
+            key: (torch.cat([f[key][0] for f in batches]), torch.cat([f[key][1] for f in batches]))
+            for key in batches[0]
+        }
         for key, (a, b) in factors.items():
             if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
                 raise FloatingPointError(
                     f"The generated LoRA of module {key} is not finite; the hypernetwork is broken."
                 )
-        absorbed = AbsorbedContext(
-            factors={k: (a.detach(), b.detach()) for k, (a, b) in factors.items()},
+        return factors
+
+    @torch.no_grad()
+    def absorb_context(
+        self,
+        context: ContextInput,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        *,
+        compose: bool = False,
+        weights: Sequence[float] | None = None,
+        append: bool = False,
+    ) -> AbsorbedContext:
+        """Read one context (str) or a batch (list of str) and switch the model to the generated LoRA(s).
+
+        - Default: one adapter per context; row i of the next forward/generate uses context i (several rows per
+          context: context-major). Replaces any context absorbed before.
+        - A context longer than `max_context_tokens` is chunked (policy "chunk"): every chunk is encoded, and the
+          chunk LoRAs are concatenated along the rank axis, so the context's delta is the sum of the chunk deltas.
+        - `compose=True`: one adapter holding all contexts (same mechanism); `weights` scale each context's delta.
+        - `append=True`: add this text's chunks to the current (single) adapter without re-encoding it.
+        - With `max_lora_rank` set, a larger adapter is compressed to that rank (truncated SVD per module).
+
+        Returns the `AbsorbedContext` (exportable as a plain PEFT LoRA).
+        """
+        if weights is not None and not compose:
+            raise ValueError("weights= mixes several contexts into one adapter; pass compose=True as well.")
+        documents = self.context_chunks(context, tokenizer)
+        if weights is not None and len(weights) != len(documents):
+            raise ValueError(f"Got {len(weights)} weights for {len(documents)} contexts.")
+        ids, mask = left_pad([c for doc in documents for c in doc], pad_id_of(self.resolve_tokenizer(tokenizer)))
+        device = self.model.get_input_embeddings().weight.device
+        factors = self._generate_in_batches(ids.to(device), mask.to(device))
+        contexts, start = [], 0
+        for document in documents:
+            chunk_rows = range(start, start + len(document))
+            contexts.append({k: concat_along_rank([(a[i], b[i]) for i in chunk_rows]) for k, (a, b) in factors.items()})
+            start += len(document)
+        num_chunks = [len(document) for document in documents]
+        token_counts = [sum(map(len, document)) for document in documents]
+        if compose:
+            contexts = [{key: concat_along_rank([c[key] for c in contexts], weights) for key in factors}]
+            num_chunks, token_counts = [sum(num_chunks)], [sum(token_counts)]
+        if append:
+            previous = self.current_context
+            if previous is None or len(previous) != 1 or len(contexts) != 1:
+                raise ValueError(
+                    "append=True adds one text to one absorbed adapter: absorb a single context first, and append "
+                    "a single text (or several with compose=True)."
+                )
+            earlier = previous.context_factors(0)
+            contexts = [{key: concat_along_rank([earlier[key], contexts[0][key]]) for key in factors}]
+            num_chunks = [previous.num_chunks[0] + num_chunks[0]]
+            token_counts = [previous.context_token_counts[0] + token_counts[0]]
+        absorbed = AbsorbedContext.from_parts(
+            contexts,
             module_paths={key: path for path, key in self._target_keys.items()},
-            context_token_counts=mask.sum(-1).tolist(),
+            context_token_counts=token_counts,
             base_model_name_or_path=getattr(self.model, "name_or_path", None) or None,
+            num_chunks=num_chunks,
         )
+        max_rank = self.shine_config.max_lora_rank
+        if max_rank is not None and absorbed.rank > max_rank:
+            absorbed = absorbed.compressed(max_rank)
         self.use_context(absorbed)
         return absorbed
 
@@ -393,12 +468,13 @@ class ShineModel(BaseTuner):
 
     @contextmanager
     def absorbed(
-        self, context: ContextInput, tokenizer: PreTrainedTokenizerBase | None = None
+        self, context: ContextInput, tokenizer: PreTrainedTokenizerBase | None = None, **options: Any
     ) -> Iterator[AbsorbedContext]:
-        """`with model.absorbed(text) as ctx:` absorbs for the block and restores the previous context on exit."""
+        """`with model.absorbed(text) as ctx:` absorbs for the block (same arguments as `absorb_context`) and restores
+        the previous context on exit, also on an exception."""
         previous = self.current_context
         try:
-            yield self.absorb_context(context, tokenizer)
+            yield self.absorb_context(context, tokenizer, **options)
         finally:
             self.use_context(previous)
 

@@ -3,6 +3,8 @@ question-only chat prompt used both in training and by `ask()`."""
 
 from __future__ import annotations
 
+import bisect
+import re
 import warnings
 from collections.abc import Sequence
 
@@ -33,16 +35,66 @@ def encode_plain(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[l
     return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) character spans of the sentences of `text`, split at [.!?] followed by whitespace or at line
+    breaks."""
+    spans, start = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        spans.append((start, match.start()))
+        start = match.end()
+    spans.append((start, len(text)))
+    return spans
+
+
+def chunk_spans(num_tokens: int, boundaries: set[int], max_tokens: int, overlap: int = 0) -> list[tuple[int, int]]:
+    """Token spans [start, end) of chunks of at most `max_tokens` tokens that cover all `num_tokens` tokens.
+
+    Each chunk ends at the last sentence boundary (a token index in `boundaries`) that fits, or at `max_tokens` when
+    no boundary fits; the next chunk starts `overlap` tokens before the previous end. With overlap 0 every token is
+    in exactly one chunk.
+    """
+    if not 0 <= overlap < max_tokens:
+        raise ValueError(f"chunk overlap must be in [0, max_context_tokens={max_tokens}), got {overlap}.")
+    spans, start = [], 0
+    while True:
+        limit = start + max_tokens
+        if limit >= num_tokens:
+            spans.append((start, num_tokens))
+            return spans
+        fitting = [b for b in boundaries if start + overlap < b <= limit]
+        end = max(fitting) if fitting else limit
+        spans.append((start, end))
+        start = end - overlap
+
+
+def split_into_chunks(
+    tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int, overlap: int = 0
+) -> list[list[int]]:
+    """Plain-text token ids of `text` cut into chunks of at most `max_tokens`, on sentence or line boundaries where
+    possible (see `chunk_spans`). The chunks are slices of the whole text's tokenization."""
+    encoding = tokenizer(text, add_special_tokens=False, split_special_tokens=True, return_offsets_mapping=True)
+    ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
+    token_ends = [end for _, end in offsets]
+    # a chunk may start at the first token that ends after a sentence start
+    boundaries = {bisect.bisect_right(token_ends, start) for start, _ in sentence_spans(text) if start > 0}
+    return [ids[start:end] for start, end in chunk_spans(len(ids), boundaries, max_tokens, overlap)]
+
+
 def fit_context_lengths(token_ids: list[list[int]], max_tokens: int, overflow: str) -> list[list[int]]:
-    """Apply the overflow policy: "error" raises for a context over `max_tokens`, "truncate" keeps its first
-    `max_tokens` tokens and warns how many were dropped."""
+    """Fit contexts that are encoded in one pass each: "truncate" keeps the first `max_tokens` tokens of a longer
+    context and warns how many were dropped; "error" and "chunk" raise (one pass cannot chunk: this is the training
+    path; `absorb_context` chunks long contexts itself)."""
     fitted = []
     for i, ids in enumerate(token_ids):
         if len(ids) > max_tokens:
-            if overflow == "error":
+            if overflow != "truncate":
                 raise ValueError(
-                    f"Context {i} has {len(ids)} tokens, more than max_context_tokens={max_tokens}. Raise "
-                    f"max_context_tokens, split the text, or set context_overflow='truncate' to keep only the start."
+                    f"Context {i} has {len(ids)} tokens, more than max_context_tokens={max_tokens}, and it must be "
+                    f"encoded in one pass. Raise max_context_tokens, filter or split such contexts, or set "
+                    f"context_overflow='truncate' to keep only the start."
                 )
             warnings.warn(
                 f"Context {i} has {len(ids)} tokens; truncated to max_context_tokens={max_tokens} "

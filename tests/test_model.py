@@ -154,13 +154,18 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(tokenizer):
 
 
 def test_context_overflow_policy(tokenizer):
-    model = build_shine(vocab_size=len(tokenizer), max_context_tokens=8)
+    model = build_shine(vocab_size=len(tokenizer), max_context_tokens=8, context_overflow="error")
     with pytest.raises(ValueError, match="max_context_tokens=8"):
         model.absorb_context(CONTEXTS[0], tokenizer=tokenizer)
     model = build_shine(vocab_size=len(tokenizer), max_context_tokens=8, context_overflow="truncate")
     with pytest.warns(UserWarning, match="tokens dropped"):
         absorbed = model.absorb_context(CONTEXTS[0], tokenizer=tokenizer)
-    assert absorbed.context_token_counts == [8]
+    assert absorbed.context_token_counts == [8] and absorbed.num_chunks == [1]
+    model = build_shine(vocab_size=len(tokenizer), max_context_tokens=8)  # default: chunk
+    absorbed = model.absorb_context(CONTEXTS[0], tokenizer=tokenizer)
+    total = len(tokenizer(CONTEXTS[0])["input_ids"])
+    assert absorbed.context_token_counts == [total] and absorbed.num_chunks[0] >= -(-total // 8)
+    assert absorbed.rank == 2 * absorbed.num_chunks[0]  # lora_rank 2 per chunk
 
 
 def test_bad_context_input_is_rejected(tokenizer):
