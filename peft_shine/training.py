@@ -41,7 +41,9 @@ class ShineArguments:
     meta_lora_rank: int = field(default=16, metadata={"help": "Rank of the meta-LoRA used while encoding."})
     m2p_layers: int = field(default=4, metadata={"help": "M2P transformer blocks (even)."})
     max_context_tokens: int = field(default=1024, metadata={"help": "Longest context encoded in one pass."})
-    context_overflow: str = field(default="error", metadata={"help": "'error' or 'truncate'."})
+    context_overflow: str = field(
+        default="chunk", metadata={"help": "'chunk' (absorb splits long contexts; training raises), 'truncate', 'error'."}
+    )
     target_modules: str | None = field(
         default=None, metadata={"help": "Comma-separated module names (e.g. 'down_proj'); default all linear."}
     )
@@ -113,9 +115,14 @@ class ShineTrainingCallback(TrainerCallback):
             self.train_dataset.set_progress(min(1.0, step / steps))
 
     def on_log(self, args, state, control, logs=None, model=None, **kwargs):
+        """Add the skip counts to the printed logs and to the `log_history` entry the Trainer just appended (saved
+        in trainer_state.json); `report_to` integrations run before user callbacks and do not see them."""
         skipped = getattr(getattr(model, "base_model", None), "skipped_batches", None)
         if logs is not None and skipped is not None:
-            logs.update({f"skipped_{reason}": count for reason, count in skipped.items()})
+            counts = {f"skipped_{reason}": count for reason, count in skipped.items()}
+            logs.update(counts)
+            if state.log_history:
+                state.log_history[-1].update(counts)
 
 
 def check_training_arguments(args: TrainingArguments) -> None:
