@@ -144,14 +144,14 @@ class AbsorbedContext:
             self.lora_config().save_pretrained(staging)
             with open(os.path.join(staging, "shine_context.json"), "w") as f:
                 json.dump(
-                {
-                    "context_tokens": self.context_token_counts[0],
-                    "rank": self.rank,
-                    "num_chunks": self.num_chunks[0],
-                    "compression_error": self.compression_error,
-                },
-                f,
-            )
+                    {
+                        "context_tokens": self.context_token_counts[0],
+                        "rank": self.rank,
+                        "num_chunks": self.num_chunks[0],
+                        "compression_error": self.compression_error,
+                    },
+                    f,
+                )
             if os.path.isdir(save_directory):
                 shutil.rmtree(save_directory)
             os.replace(staging, save_directory)

@@ -7,7 +7,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError
 from peft import PeftConfig
+from peft.utils import SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME
+from safetensors import SafetensorError, safe_open
 
 SHINE_PEFT_TYPE = "SHINE"
 ContextOverflow = Literal["chunk", "truncate", "error"]
@@ -141,9 +145,16 @@ class ShineConfig(PeftConfig):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str, subfolder: str | None = None, **kwargs: Any):
+        """Load the config of a saved SHINE adapter (local folder or Hub repo) and check its weights file.
+
+        This is the loader `PeftModel.from_pretrained` uses, so a missing, pickled-only (`adapter_model.bin`) or
+        truncated `adapter_model.safetensors` fails here with an error that names the file, before PEFT builds the
+        model (PEFT itself would fall back to unpickling `adapter_model.bin`). To read only the config of a folder
+        without weights, use `PeftConfig.from_pretrained`."""
         config = super().from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
         source = str(pretrained_model_name_or_path)
         config._adapter_source = os.path.join(source, subfolder) if subfolder and os.path.isdir(source) else source
+        check_adapter_weights(source, subfolder, **cls._split_kwargs(kwargs)[0])
         return config
 
 
@@ -153,3 +164,49 @@ def default_num_heads(width: int) -> int:
         if width % head_dim == 0:
             return width // head_dim
     return 1
+
+
+def check_adapter_weights(source: str, subfolder: str | None = None, **hub_kwargs: Any) -> None:
+    """Check that a SHINE adapter folder or Hub repo holds a complete `adapter_model.safetensors` (a Hub file is
+    downloaded into the cache, where PEFT then finds it).
+
+    Raises FileNotFoundError when the file is missing (also when only a pickled `adapter_model.bin` exists: SHINE
+    never unpickles weights) and ValueError when its header is unreadable or does not match the file size (a
+    truncated or corrupted file). `hub_kwargs` go to `hf_hub_download` (revision, cache_dir, token, ...)."""
+    folder = os.path.join(source, subfolder) if subfolder else source
+    fix = "Save the adapter again with `model.save_pretrained(path)` or copy/upload the complete file"
+    if os.path.isdir(folder):
+        path = os.path.join(folder, SAFETENSORS_WEIGHTS_NAME)
+        if not os.path.isfile(path):
+            pickled = os.path.isfile(os.path.join(folder, WEIGHTS_NAME))
+            raise FileNotFoundError(_missing_weights_message(path, pickled, fix))
+    else:
+        try:
+            path = hf_hub_download(source, SAFETENSORS_WEIGHTS_NAME, subfolder=subfolder, **hub_kwargs)
+        except EntryNotFoundError as error:
+            where = f"{source}/{subfolder}" if subfolder else source
+            raise FileNotFoundError(
+                _missing_weights_message(f"{where}/{SAFETENSORS_WEIGHTS_NAME}", False, fix)
+                + f" ({type(error).__name__}: not in the repo, or not in the local cache when offline)"
+            ) from None
+    try:
+        with safe_open(path, framework="pt"):
+            pass
+    except (SafetensorError, OSError) as error:
+        raise ValueError(
+            f"{path} is not a readable safetensors file ({error}): it is truncated or corrupted, e.g. by an "
+            f"interrupted save, copy or download. {fix}; for a Hub repo, download it again with "
+            f"`huggingface_hub.hf_hub_download(repo_id, {SAFETENSORS_WEIGHTS_NAME!r}, force_download=True)`."
+        ) from None
+
+
+def _missing_weights_message(path: str, pickled: bool, fix: str) -> str:
+    """The error text for a SHINE adapter without `adapter_model.safetensors`."""
+    message = f"{path} not found: a SHINE adapter needs its hypernetwork weights next to adapter_config.json."
+    if pickled:
+        message += (
+            f" The folder holds {WEIGHTS_NAME}, a pickle, which SHINE never loads (unpickling can run code). "
+            "If you trust it, convert it: `safetensors.torch.save_file(torch.load(bin_path, weights_only=True), "
+            "safetensors_path)`."
+        )
+    return f"{message} {fix}."

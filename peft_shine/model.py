@@ -136,6 +136,11 @@ class ShineModel(BaseTuner):
             for i in range(len(structure.layers))
             for name in structure.module_shapes
         }
+        self._key_shapes = {
+            module_key(i, name): tuple(shape)
+            for i in range(len(structure.layers))
+            for name, shape in structure.module_shapes.items()
+        }
         super().inject_adapter(model, adapter_name, **kwargs)
         self.shine_hypernetwork = nn.ModuleDict({adapter_name: self._build_hypernetwork(model, config)})
         if config.inference_mode:
@@ -374,9 +379,24 @@ class ShineModel(BaseTuner):
         """Texts -> left-padded (N, T) ids and mask of every chunk on the model's device (N = number of contexts
         unless some are chunked)."""
         chunks = [chunk for document in self.context_chunks(context, tokenizer) for chunk in document]
-        ids, mask = left_pad(chunks, pad_id_of(self.resolve_tokenizer(tokenizer)))
-        device = self.model.get_input_embeddings().weight.device
-        return ids.to(device), mask.to(device)
+        return self._padded_on_device(chunks, self.resolve_tokenizer(tokenizer))
+
+    def _padded_on_device(
+        self, sequences: list[list[int]], tokenizer: PreTrainedTokenizerBase
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded (N, T) ids and mask of token id lists on the model's device. Raises ValueError when an id (or
+        the pad id, where padding is needed) is outside the base model's vocabulary: the tokenizer belongs to another
+        model."""
+        weight = self.model.get_input_embeddings().weight
+        ids, mask = left_pad(sequences, pad_id_of(tokenizer))
+        largest = int(ids.max())
+        if largest >= weight.shape[0]:
+            raise ValueError(
+                f"Token id {largest} from the tokenizer ({getattr(tokenizer, 'name_or_path', '') or 'unnamed'}) is "
+                f"outside the base model's vocabulary of {weight.shape[0]} embeddings: the tokenizer belongs to "
+                "another model. Pass the base model's own tokenizer (`tokenizer=`)."
+            )
+        return ids.to(weight.device), mask.to(weight.device)
 
     def _generate_in_batches(self, ids: torch.Tensor, mask: torch.Tensor) -> LoraFactors:
         """`generate_lora` over (N, T) chunks, `chunk_batch_size` at a time -> A (N, in, r), B (N, r, out)."""
@@ -389,9 +409,24 @@ class ShineModel(BaseTuner):
         for key, (a, b) in factors.items():
             if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
                 raise FloatingPointError(
-                    f"The generated LoRA of module {key} is not finite; the hypernetwork is broken."
+                    f"The generated LoRA of module {key} (A {tuple(a.shape)}, B {tuple(b.shape)}) is not finite: "
+                    f"{self._non_finite_cause()}. The current context is unchanged."
                 )
         return factors
+
+    def _non_finite_cause(self) -> str:
+        """Why generated factors are not finite: the hypernetwork tensors that are not, else an overflow in the base."""
+        tensors = [*self.hypernetwork.named_parameters(), *self.hypernetwork.named_buffers()]
+        broken = [name for name, tensor in tensors if tensor.is_floating_point() and not tensor.isfinite().all()]
+        if broken:
+            return (
+                f"the hypernetwork tensors {broken} hold NaN/Inf (damaged adapter weights or a diverged training run); "
+                "reload a good checkpoint"
+            )
+        return (
+            "every hypernetwork tensor is finite, so the base model's hidden states overflowed; load the base in "
+            "bfloat16 or float32 (float16 overflows easily)"
+        )
 
     @torch.no_grad()
     def absorb_context(
@@ -420,9 +455,8 @@ class ShineModel(BaseTuner):
         documents = self.context_chunks(context, tokenizer)
         if weights is not None and len(weights) != len(documents):
             raise ValueError(f"Got {len(weights)} weights for {len(documents)} contexts.")
-        ids, mask = left_pad([c for doc in documents for c in doc], pad_id_of(self.resolve_tokenizer(tokenizer)))
-        device = self.model.get_input_embeddings().weight.device
-        factors = self._generate_in_batches(ids.to(device), mask.to(device))
+        ids, mask = self._padded_on_device([c for doc in documents for c in doc], self.resolve_tokenizer(tokenizer))
+        factors = self._generate_in_batches(ids, mask)
         contexts, start = [], 0
         for document in documents:
             chunk_rows = range(start, start + len(document))
@@ -458,7 +492,17 @@ class ShineModel(BaseTuner):
         return absorbed
 
     def use_context(self, absorbed: AbsorbedContext | None) -> None:
-        """Answer with an `AbsorbedContext` (e.g. one kept from an earlier `absorb_context`); None = base model."""
+        """Answer with an `AbsorbedContext` (e.g. one kept from an earlier `absorb_context`); None = base model.
+        Raises ValueError for one generated for other target modules or module shapes (another base)."""
+        if absorbed is not None:
+            found = {key: (a.shape[-2], b.shape[-1]) for key, (a, b) in absorbed.factors.items()}
+            if found != self._key_shapes:
+                raise ValueError(
+                    f"This AbsorbedContext was generated for {len(found)} modules (e.g. {next(iter(found.items()))}) "
+                    f"that do not match this model's {len(self._key_shapes)} target modules (e.g. "
+                    f"{next(iter(self._key_shapes.items()))}, as key: (in, out)): it comes from a model with another "
+                    f"base or other target_modules. Use it with the model that absorbed it, or absorb the text again."
+                )
         self.current_context = absorbed
         self.runtime.state = ShineState() if absorbed is None else ShineState("answer", absorbed.factors)
 
@@ -490,13 +534,11 @@ class ShineModel(BaseTuner):
         question alone in the chat template (the training format); greedy unless `generate_kwargs` say otherwise."""
         tokenizer = self.resolve_tokenizer(tokenizer)
         questions = as_text_list(question, what="question")
-        prompts = [question_prompt_ids(tokenizer, q) for q in questions]
-        ids, mask = left_pad(prompts, pad_id_of(tokenizer))
-        device = self.model.get_input_embeddings().weight.device
+        ids, mask = self._padded_on_device([question_prompt_ids(tokenizer, q) for q in questions], tokenizer)
         generate_kwargs.setdefault("do_sample", False)
         generate_kwargs.setdefault("pad_token_id", pad_id_of(tokenizer))
         output = self.model.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens, **generate_kwargs
+            input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, **generate_kwargs
         )
         answers = [text.strip() for text in tokenizer.batch_decode(output[:, ids.shape[1] :], skip_special_tokens=True)]
         return answers[0] if isinstance(question, str) else answers
@@ -510,6 +552,7 @@ class ShineModel(BaseTuner):
     ) -> None:
         """Fold the memory states of `contexts` into the running standardisation statistics (training does this
         automatically; call it to give an untrained or newly targeted hypernetwork sensible statistics)."""
+        contexts = as_text_list(contexts)
         for start in range(0, len(contexts), batch_size):
             ids, mask = self.tokenize_contexts(list(contexts[start : start + batch_size]), tokenizer)
             self.generate_lora(ids, mask, update_statistics=True)
@@ -520,5 +563,7 @@ class ShineModel(BaseTuner):
     ) -> dict[str, float]:
         """Across-context variance share of the generated deltas for these contexts (per module key and "all"):
         0 means every context gets the same LoRA. See `hypernetwork.context_variance_share`."""
+        if len(as_text_list(contexts)) < 2:
+            raise ValueError("context_variance_share compares contexts with each other: pass at least two.")
         ids, mask = self.tokenize_contexts(contexts, tokenizer)
         return context_variance_share(self.generate_lora(ids, mask))

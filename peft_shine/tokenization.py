@@ -16,7 +16,8 @@ def as_text_list(context: str | Sequence[str], what: str = "context") -> list[st
     """Validate one text or a sequence of texts; returns a list. Raises TypeError / ValueError that name the problem."""
     texts = [context] if isinstance(context, str) else context
     if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Sequence):
-        raise TypeError(f"The {what} must be a str or a list of str, got {type(context).__name__}.")
+        hint = " (decode bytes with .decode('utf-8'))" if isinstance(texts, (bytes, bytearray)) else ""
+        raise TypeError(f"The {what} must be a str or a list of str, got {type(context).__name__}{hint}.")
     if len(texts) == 0:
         raise ValueError(f"No {what} given: pass a non-empty str or a non-empty list of str.")
     for i, text in enumerate(texts):

@@ -42,7 +42,8 @@ class ShineArguments:
     m2p_layers: int = field(default=4, metadata={"help": "M2P transformer blocks (even)."})
     max_context_tokens: int = field(default=1024, metadata={"help": "Longest context encoded in one pass."})
     context_overflow: str = field(
-        default="chunk", metadata={"help": "'chunk' (absorb splits long contexts; training raises), 'truncate', 'error'."}
+        default="chunk",
+        metadata={"help": "'chunk' (absorb splits long contexts; training raises), 'truncate', 'error'."},
     )
     target_modules: str | None = field(
         default=None, metadata={"help": "Comma-separated module names (e.g. 'down_proj'); default all linear."}
