@@ -132,13 +132,16 @@ class AbsorbedContext:
 
         `PeftModel.from_pretrained(base, save_directory)` then reproduces the absorbed model's logits, and
         `merge_and_unload()` folds the adapter into the base weights. The files are written to a temporary folder
-        and moved into place, so an interrupted save never leaves a half-written adapter.
+        and moved into place, so an interrupted save never leaves a half-written adapter; an existing adapter at
+        `save_directory` is renamed aside first and deleted only once the new one is in place (restored if the move
+        fails).
         """
         self._require_single("save")
         save_directory = os.fspath(save_directory)
         parent = os.path.dirname(os.path.abspath(save_directory))
         os.makedirs(parent, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=".shine-export-", dir=parent)
+        replaced = None
         try:
             save_file(self.lora_state_dict(), os.path.join(staging, "adapter_model.safetensors"), {"format": "pt"})
             self.lora_config().save_pretrained(staging)
@@ -153,11 +156,17 @@ class AbsorbedContext:
                     f,
                 )
             if os.path.isdir(save_directory):
-                shutil.rmtree(save_directory)
+                replaced = tempfile.mkdtemp(prefix=".shine-replaced-", dir=parent)
+                os.replace(save_directory, replaced)
             os.replace(staging, save_directory)
         finally:
             if os.path.isdir(staging):
                 shutil.rmtree(staging)
+            if replaced is not None:
+                if os.path.isdir(save_directory):
+                    shutil.rmtree(replaced)
+                else:
+                    os.replace(replaced, save_directory)
 
     def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None, **kwargs) -> str:
         """Upload the exported plain LoRA adapter to the Hub; returns the commit URL."""

@@ -573,7 +573,8 @@ class InstructDataset(Dataset):
 class ShineDataCollator:
     """Batches examples: `input_ids` (B, L) right-padded with the tokenizer's pad id, `attention_mask` (B, L),
     `labels` (B, L) padded with -100, and `context_input_ids` / `context_attention_mask` (B, T) left-padded after the
-    `context_overflow` policy ("error" or "truncate", see `fit_context_lengths`) is applied with `max_context_tokens`.
+    `context_overflow` policy (see `fit_context_lengths`: "truncate" cuts with a warning; "error" and "chunk" raise,
+    since a training context is encoded in one pass) is applied with `max_context_tokens`.
     Examples with `teacher_input_ids` / `teacher_labels` (see `InstructDataset(teacher=True)`) also give
     `teacher_input_ids`, `teacher_attention_mask`, `teacher_labels` (B, L_t), right-padded like the answering pass,
     and `distill_weight` (a python float: the weight of the distillation term in `ShineModel.forward`). Other keys
@@ -585,8 +586,8 @@ class ShineDataCollator:
     distill_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.context_overflow not in ("error", "truncate"):
-            raise ValueError(f"context_overflow must be 'error' or 'truncate', got {self.context_overflow!r}.")
+        if self.context_overflow not in ("chunk", "truncate", "error"):
+            raise ValueError(f"context_overflow must be 'chunk', 'truncate' or 'error', got {self.context_overflow!r}.")
         if not 0.0 <= self.distill_weight <= 1.0:
             raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}.")
 

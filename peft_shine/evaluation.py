@@ -13,7 +13,6 @@ greedy decoding and the user turn of the chat template:
 
 from __future__ import annotations
 
-import gzip
 import json
 import random
 import re
@@ -32,6 +31,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .absorbed import AbsorbedContext
+from .data import _iter_jsonl
 from .tokenization import ICL_TEMPLATE, icl_prompt, left_pad, pad_id_of, question_prompt_ids
 
 Record = dict[str, Any]
@@ -141,14 +141,11 @@ def validate_record(record: Record, where: str = "record") -> None:
 
 
 def _read_jsonl(path: Path) -> list[Record]:
-    opener = gzip.open if path.name.endswith(".gz") else open
+    """The validated records of a JSONL(.gz) file; ValueError naming the file and line of a bad one."""
     records = []
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if line.strip():
-                record = json.loads(line)
-                validate_record(record, f"{path}:{line_number}")
-                records.append(record)
+    for where, record in _iter_jsonl(path):
+        validate_record(record, where)
+        records.append(record)
     return records
 
 

@@ -26,7 +26,7 @@ def as_text_list(context: str | Sequence[str], what: str = "context") -> list[st
                 f"{what} {i} must be a str, got {type(text).__name__} (decode bytes with .decode('utf-8'))."
             )
         if not text.strip():
-            raise ValueError(f"{what} {i} is empty or whitespace only; there is nothing to absorb.")
+            raise ValueError(f"{what} {i} is empty or whitespace only; there is nothing to read.")
     return list(texts)
 
 

@@ -143,7 +143,7 @@ def test_load_eval_records_samples_deterministically(tmp_path, name):
 def test_load_eval_records_rejects_bad_records(tmp_path):
     path = tmp_path / "bad.jsonl"
     write_jsonl(path, [{"context": "Some text.", "question": "What?", "answers": []}])
-    with pytest.raises(ValueError, match="bad.jsonl:1.*answers"):
+    with pytest.raises(ValueError, match="bad.jsonl, line 1.*answers"):
         load_eval_records(path)
 
 
