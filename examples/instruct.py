@@ -17,6 +17,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from peft_shine.data import InstructDataset, ShineDataCollator, load_qa_records
 from peft_shine.training import (
+    DataFileArguments,
     ModelArguments,
     ShineArguments,
     build_shine_model,
@@ -27,22 +28,12 @@ from peft_shine.training import (
 
 
 @dataclass
-class InstructDataArguments:
-    train_file: list[str] = field(
-        default=None,
-        metadata={
-            "help": "QA JSONL(.gz) files (context/question/answers); repeatable or comma-separated.",
-            "action": "extend",
-            "nargs": "+",
-        },
-    )
-    eval_file: str | None = field(default=None, metadata={"help": "QA JSONL(.gz) for evaluation loss."})
+class InstructDataArguments(DataFileArguments):
     mode: str = field(default="multi", metadata={"help": "'multi' (all questions of a context) or 'single'."})
     num_distractors: int = field(default=0, metadata={"help": "Single-QA: other contexts mixed with the gold one."})
     curriculum_steps: int | None = field(
         default=None, metadata={"help": "Grow contexts from the answer's sentence to the full text over these steps."}
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N records."})
 
 
 @dataclass

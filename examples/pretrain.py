@@ -15,6 +15,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from peft_shine.data import PretrainDataset, ShineDataCollator, load_texts
 from peft_shine.training import (
+    DataFileArguments,
     ModelArguments,
     ShineArguments,
     build_shine_model,
@@ -25,20 +26,10 @@ from peft_shine.training import (
 
 
 @dataclass
-class PretrainDataArguments:
-    train_file: list[str] = field(
-        default=None,
-        metadata={
-            "help": "JSONL(.gz) with a 'text' field or .txt files; repeatable or comma-separated.",
-            "action": "extend",
-            "nargs": "+",
-        },
-    )
-    eval_file: str | None = field(default=None, metadata={"help": "Texts for evaluation loss."})
+class PretrainDataArguments(DataFileArguments):
     text_field: str = field(default="text", metadata={"help": "JSONL field holding the text."})
     split_paragraphs: bool = field(default=False, metadata={"help": ".txt files: one text per paragraph."})
     pack_tokens: int | None = field(default=None, metadata={"help": "Pack short texts up to this many tokens."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N texts."})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,6 +34,22 @@ class ModelArguments:
 
 
 @dataclass
+class DataFileArguments:
+    """Data files shared by the example scripts (each script subclasses it with its own options)."""
+
+    train_file: list[str] = field(
+        default=None,
+        metadata={
+            "help": "Training data files; repeatable or comma-separated (see the script's docstring for formats).",
+            "action": "extend",
+            "nargs": "+",
+        },
+    )
+    eval_file: str | None = field(default=None, metadata={"help": "Evaluation data file (evaluation loss)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training items."})
+
+
+@dataclass
 class ShineArguments:
     """`ShineConfig` fields exposed on the command line (used when no adapter is given)."""
 
