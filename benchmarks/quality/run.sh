@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Answer quality of the shipped default (SmolLM2-135M-Instruct + SHINE) against no context and context-in-prompt.
+# Usage: benchmarks/quality/run.sh SQUAD_DEV BABI_TEST [SIZE]
+set -euo pipefail
+SQUAD_DEV=${1:?squad dev.jsonl}; BABI_TEST=${2:?babi test.jsonl.gz}; SIZE=${3:-500}
+OUT=benchmarks/quality; SETS=runs/eval-sets
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+python benchmarks/quality/make_eval_sets.py --squad_dev "$SQUAD_DEV" --babi_test "$BABI_TEST" --output_dir "$SETS" \
+  --size "$SIZE"
+for name in squad_dev squad_dev_sentence babi_test; do
+  peft-shine eval --data "$SETS/$name.jsonl" --methods none,icl,shine --batch-size 16 --max-new-tokens 24 \
+    --output "$OUT/$name.json"
+done
