@@ -347,7 +347,14 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_without_lost_or_repeated_
     expected, found = load_file(str(tmp_path / "full" / "run" / final)), load_file(str(out / "run" / final))
     assert expected.keys() == found.keys()
     for name in expected:  # the reference ran in this process: thread counts may differ, so float noise is allowed
-        torch.testing.assert_close(found[name], expected[name], rtol=1e-4, atol=1e-5, msg=name)
+        found_tensor, expected_tensor = found[name], expected[name]
+        if name.endswith("attn.qkv.bias"):
+            # The key bias has an exactly zero gradient (softmax is shift-invariant), so Adam turns float noise into
+            # updates and its value is not reproducible; compare the query and value biases only.
+            width = found_tensor.shape[0] // 3
+            found_tensor = torch.cat([found_tensor[:width], found_tensor[2 * width :]])
+            expected_tensor = torch.cat([expected_tensor[:width], expected_tensor[2 * width :]])
+        torch.testing.assert_close(found_tensor, expected_tensor, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_a_malformed_evaluation_line_names_the_file_and_line(tmp_path):
