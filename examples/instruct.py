@@ -16,12 +16,12 @@ from typing import Literal
 from transformers import HfArgumentParser, TrainingArguments
 
 from peft_shine.data import InstructDataset, ShineDataCollator, load_qa_records
+from peft_shine.defaults import load_base
 from peft_shine.training import (
     DataFileArguments,
     ModelArguments,
     ShineArguments,
     build_shine_model,
-    load_base,
     split_paths,
     train_and_save,
 )

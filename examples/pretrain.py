@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser, TrainingArguments
 
 from peft_shine.data import PretrainDataset, ShineDataCollator, load_texts
+from peft_shine.defaults import load_base
 from peft_shine.training import (
     DataFileArguments,
     ModelArguments,
     ShineArguments,
     build_shine_model,
-    load_base,
     split_paths,
     train_and_save,
 )

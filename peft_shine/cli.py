@@ -19,9 +19,9 @@ from pathlib import Path
 
 from peft import PeftConfig, PeftModel
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from .defaults import DEFAULT_ADAPTER_DIR, load_default, load_default_base
+from .defaults import DEFAULT_ADAPTER_DIR, load_base, load_default
 from .evaluation import evaluate, generate_answers, load_eval_records, markdown_table, save_results
 from .tokenization import ICL_TEMPLATE
 
@@ -39,12 +39,6 @@ def read_text_file(path: str) -> str:
     if not text.strip():
         raise SystemExit(f"error: {path} is empty; there is nothing to absorb")
     return text
-
-
-def load_base(name_or_path: str | None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    if name_or_path is None:
-        return load_default_base()
-    return AutoModelForCausalLM.from_pretrained(name_or_path).eval(), AutoTokenizer.from_pretrained(name_or_path)
 
 
 def load_shine(base_name: str | None, adapter: str | None) -> tuple[PeftModel, PreTrainedTokenizerBase]:

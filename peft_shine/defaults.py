@@ -157,6 +157,14 @@ def _save_atomically(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
 DEFAULT_ADAPTER_DIR = Path(__file__).parent / "assets" / "default"
 
 
+def load_base(name_or_path: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A base causal LM (float32, eval mode) and its tokenizer; None loads the embedded default."""
+    if name_or_path is None:
+        return load_default_base()
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(name_or_path)
+
+
 def load_default(cache_dir: str | os.PathLike | None = None) -> tuple[PeftModel, PreTrainedTokenizerBase]:
     """The default base with the shipped SHINE hypernetwork, ready for `absorb_context(text)` and `ask(question)`.
 

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 from peft import PeftModel, get_peft_model
 from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     Trainer,
@@ -82,16 +79,6 @@ class ShineArguments:
 def split_paths(values: list[str] | None) -> list[str]:
     """Flatten repeated and comma-separated path arguments: ["a,b", "c"] -> ["a", "b", "c"]."""
     return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
-
-
-def load_base(model_name_or_path: str | None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The base model (float32) and its tokenizer; None loads the embedded default."""
-    if model_name_or_path is None:
-        from .defaults import load_default_base
-
-        return load_default_base()
-    model = AutoModelForCausalLM.from_pretrained(model_name_or_path, dtype=torch.float32)
-    return model, AutoTokenizer.from_pretrained(model_name_or_path)
 
 
 def build_shine_model(

@@ -40,7 +40,8 @@ from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from peft_shine.absorbed import AbsorbedContext
-from peft_shine.cli import load_base, load_shine
+from peft_shine.cli import load_shine
+from peft_shine.defaults import load_base
 from peft_shine.evaluation import icl_prompt, model_device, timed
 from peft_shine.tokenization import encode_plain, pad_id_of, question_prompt_ids
 
