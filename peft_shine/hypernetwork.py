@@ -128,7 +128,7 @@ class M2PBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, M, W) -> (B, L, M, W)."""
         if self.axis == "layer":
-            x = x.transpose(1, 2)  # (B, M, L, W): each memory slot attends across layers
+            x = x.transpose(1, 2).contiguous()  # (B, M, L, W): each memory slot attends across layers
         x = self.norm1(x + self.attn(x))
         x = self.norm2(x + self.mlp(x))
         return x.transpose(1, 2) if self.axis == "layer" else x

@@ -4,6 +4,7 @@ question-only chat prompt used both in training and by `ask()`."""
 from __future__ import annotations
 
 import bisect
+import math
 import re
 import warnings
 from collections.abc import Sequence
@@ -51,24 +52,27 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
 
 
 def chunk_spans(num_tokens: int, boundaries: set[int], max_tokens: int, overlap: int = 0) -> list[tuple[int, int]]:
-    """Token spans [start, end) of chunks of at most `max_tokens` tokens that cover all `num_tokens` tokens.
+    """Token spans [start, end) of balanced chunks of at most `max_tokens` tokens that cover all `num_tokens` tokens.
 
-    Each chunk ends at the last sentence boundary (a token index in `boundaries`) that fits, or at `max_tokens` when
-    no boundary fits; the next chunk starts `overlap` tokens before the previous end. With overlap 0 every token is
-    in exactly one chunk.
+    While more than `max_tokens` tokens remain, the fewest chunks k that can cover them are planned and the next chunk
+    aims at an equal share (about remaining / k tokens, plus overlaps): it ends at the sentence boundary (a token index
+    in `boundaries`) nearest that aim that fits, or at the aim when no boundary fits. Balanced chunks waste no padding
+    when they are encoded as one batch (600 tokens at a 384-token limit give two chunks of ~300, not 384 + 216). The
+    next chunk starts `overlap` tokens before the previous end; with overlap 0 every token is in exactly one chunk.
     """
     if not 0 <= overlap < max_tokens:
         raise ValueError(f"chunk overlap must be in [0, max_context_tokens={max_tokens}), got {overlap}.")
     spans, start = [], 0
-    while True:
-        limit = start + max_tokens
-        if limit >= num_tokens:
-            spans.append((start, num_tokens))
-            return spans
-        fitting = [b for b in boundaries if start + overlap < b <= limit]
-        end = max(fitting) if fitting else limit
+    while num_tokens - start > max_tokens:
+        remaining = num_tokens - start
+        chunks_left = math.ceil((remaining - overlap) / (max_tokens - overlap))
+        aim = start + math.ceil((remaining + (chunks_left - 1) * overlap) / chunks_left)
+        fitting = [b for b in boundaries if start + overlap < b <= start + max_tokens]
+        end = min(fitting, key=lambda b: (abs(b - aim), -b)) if fitting else aim
         spans.append((start, end))
         start = end - overlap
+    spans.append((start, num_tokens))
+    return spans
 
 
 def split_into_chunks(

@@ -14,13 +14,20 @@ LONG = " ".join(CONTEXTS * 3)
 
 def test_chunk_spans_cover_every_token_once_and_prefer_boundaries():
     spans = chunk_spans(23, boundaries={4, 9, 15}, max_tokens=6)
-    assert spans == [(0, 4), (4, 9), (9, 15), (15, 21), (21, 23)]
+    assert spans == [(0, 4), (4, 9), (9, 15), (15, 19), (19, 23)]
     covered = [i for start, end in spans for i in range(start, end)]
     assert covered == list(range(23))
     overlapping = chunk_spans(23, boundaries=set(), max_tokens=6, overlap=2)
     assert overlapping[:3] == [(0, 6), (4, 10), (8, 14)] and overlapping[-1][1] == 23
     with pytest.raises(ValueError, match="overlap"):
         chunk_spans(10, set(), max_tokens=4, overlap=4)
+
+
+def test_chunk_spans_are_balanced_so_a_batch_of_chunks_wastes_no_padding():
+    assert chunk_spans(600, boundaries=set(), max_tokens=384) == [(0, 300), (300, 600)]
+    assert chunk_spans(600, boundaries={290, 350}, max_tokens=384) == [(0, 290), (290, 600)]
+    assert [end - start for start, end in chunk_spans(1000, set(), max_tokens=384)] == [334, 333, 333]
+    assert chunk_spans(384, boundaries={100}, max_tokens=384) == [(0, 384)]
 
 
 def test_split_into_chunks_is_lossless_and_ends_at_sentences(tokenizer):

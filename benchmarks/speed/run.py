@@ -42,7 +42,15 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from peft_shine.absorbed import AbsorbedContext
 from peft_shine.cli import load_shine
 from peft_shine.defaults import load_base
-from peft_shine.evaluation import icl_prompt, model_device, timed
+from peft_shine.evaluation import (
+    EvalSettings,
+    build_sft_model,
+    icl_prompt,
+    model_device,
+    sft_target_modules,
+    timed,
+    train_on_context,
+)
 from peft_shine.tokenization import encode_plain, pad_id_of, question_prompt_ids
 
 PARAGRAPH = (
@@ -74,6 +82,7 @@ DECODE_QUESTION = "Tell me about the lighthouse on Marrow Point."
 TARGET_ABSORB_TOKENS = 512
 TARGET_ABSORB_RATIO = 1.3
 TARGET_DECODE_RELATIVE = 0.85
+TARGET_SFT_SPEEDUP = 100.0
 MIB = 2**20
 
 
@@ -228,12 +237,19 @@ def max_positions(model: PeftModel) -> int | None:
 
 
 def context_limit(model: PeftModel) -> int:
-    """The longest context SHINE absorbs: `max_context_tokens`, with context + memory tokens within the positions."""
+    """The longest context SHINE encodes in one pass: `max_context_tokens`, with context + memory tokens within the
+    positions."""
     config = model.base_model.shine_config
     positions = max_positions(model)
     if positions is None:
         return config.max_context_tokens
     return min(config.max_context_tokens, positions - config.num_memory_tokens)
+
+
+def absorb_limit(model: PeftModel) -> int | None:
+    """The longest context `absorb_context` accepts: None (any length) when it chunks longer contexts
+    (`context_overflow="chunk"`), else `context_limit`."""
+    return None if model.base_model.shine_config.context_overflow == "chunk" else context_limit(model)
 
 
 def context_tokens(model: PeftModel, tokenizer: PreTrainedTokenizerBase, text: str) -> int:
@@ -267,11 +283,14 @@ def bench_absorb_latency(subject: Subject, settings: Settings, device: torch.dev
     plain forward of the base (SHINE forgotten) over the same context ids, without cache and with logits for the last
     position only, as a prefill computes them."""
     model, tokenizer = subject.model, subject.tokenizer
-    limit = context_limit(model)
+    limit, positions = absorb_limit(model), max_positions(model)
     rows, skipped = [], []
     for requested in settings.context_lengths:
-        if requested > limit:
+        if limit is not None and requested > limit:
             skipped.append({"context_tokens": requested, "reason": f"above the limit of {limit} context tokens"})
+            continue
+        if positions is not None and requested > positions:
+            skipped.append({"context_tokens": requested, "reason": f"the plain forward is above {positions} positions"})
             continue
         text = context_text(tokenizer, requested)
         ids, mask = model.tokenize_contexts(text, tokenizer)
@@ -283,11 +302,13 @@ def bench_absorb_latency(subject: Subject, settings: Settings, device: torch.dev
         )
         tokenize = measure(device, settings, functools.partial(model.tokenize_contexts, text, tokenizer))
         absorb = measure(device, settings, functools.partial(model.absorb_context, text, tokenizer=tokenizer))
+        num_chunks = model.absorb_context(text, tokenizer=tokenizer).num_chunks[0]
         model.forget()
         rows.append(
             {
                 "context_tokens_requested": requested,
                 "context_tokens": int(mask.sum()),
+                "chunks": num_chunks,
                 "forward_s": forward.median_s,
                 "absorb_s": absorb.median_s,
                 "tokenize_s": tokenize.median_s,
@@ -298,7 +319,7 @@ def bench_absorb_latency(subject: Subject, settings: Settings, device: torch.dev
                 "absorb_times_s": absorb.times_s,
             }
         )
-    return {"context_limit": limit, "rows": rows, "skipped": skipped}
+    return {"context_limit": context_limit(model), "rows": rows, "skipped": skipped}
 
 
 def merged_model(subject: Subject, absorbed: AbsorbedContext, device: torch.device) -> PreTrainedModel:
@@ -373,10 +394,10 @@ def answer_absorbed(
 def bench_icl_vs_shine(subject: Subject, settings: Settings, device: torch.device) -> dict[str, Any]:
     """Seconds and peak memory to answer Q questions (`answer_tokens` each) about one context, ICL against SHINE."""
     model, tokenizer = subject.model, subject.tokenizer
-    limit, positions = context_limit(model), max_positions(model)
+    limit, positions = absorb_limit(model), max_positions(model)
     rows, skipped = [], []
     for requested in settings.icl_context_lengths:
-        if requested > limit:
+        if limit is not None and requested > limit:
             skipped.append({"context_tokens": requested, "reason": f"above the SHINE limit of {limit} context tokens"})
             continue
         text = context_text(tokenizer, requested)
@@ -425,8 +446,36 @@ def bench_batched_absorb(subject: Subject, settings: Settings, device: torch.dev
     return {"context_tokens": length, "rows": rows}
 
 
+def bench_absorb_vs_sft(subject: Subject, settings: Settings, device: torch.device) -> dict[str, Any]:
+    """Seconds to adapt the model to one `context_tokens`-token context: `absorb_context` against the `sft` baseline
+    of `peft-shine eval` (a fresh rank-8 LoRA on SHINE's modules of a plain base, trained on the context as
+    language-model text for `EvalSettings.sft_epochs` AdamW steps)."""
+    model, tokenizer = subject.model, subject.tokenizer
+    text = context_text(tokenizer, min(settings.context_tokens, context_limit(model)))
+    ids, _ = model.tokenize_contexts(text, tokenizer)
+    baseline = EvalSettings()
+    sft_model = build_sft_model(subject.base_factory(), sft_target_modules(model), device, baseline.seed)
+    absorb = measure(device, settings, functools.partial(model.absorb_context, text, tokenizer=tokenizer))
+    model.forget()
+    sft = measure(
+        device,
+        settings,
+        functools.partial(train_on_context, sft_model, ids.to(device), baseline.sft_epochs, baseline.sft_lr),
+    )
+    return {
+        "context_tokens": int(ids.shape[1]),
+        "sft_epochs": baseline.sft_epochs,
+        "sft_lr": baseline.sft_lr,
+        "absorb_s": absorb.median_s,
+        "sft_s": sft.median_s,
+        "speedup": sft.median_s / absorb.median_s,
+        "absorb_peak_mib": absorb.peak_mib,
+        "sft_peak_mib": sft.peak_mib,
+    }
+
+
 def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The two speed targets, each with its measured value and whether it was met (None: not measured)."""
+    """The three speed targets, each with its measured value and whether it was met (None: not measured)."""
     ratio = next(
         (
             row["ratio"]
@@ -438,6 +487,7 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     relative = next(
         row["relative_to_base"] for row in results["decoding"]["rows"] if row["variant"] == "shine_unmerged"
     )
+    speedup = results["absorb_vs_sft"]["speedup"]
     return [
         {
             "target": f"absorb / forward latency at {TARGET_ABSORB_TOKENS} context tokens",
@@ -450,6 +500,12 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "goal": f">= {TARGET_DECODE_RELATIVE}",
             "value": relative,
             "met": relative >= TARGET_DECODE_RELATIVE,
+        },
+        {
+            "target": "sft adaptation time / absorb time for one context",
+            "goal": f">= {TARGET_SFT_SPEEDUP:g}",
+            "value": speedup,
+            "met": speedup >= TARGET_SFT_SPEEDUP,
         },
     ]
 
@@ -525,7 +581,7 @@ def markdown_report(results: dict[str, Any]) -> str:
     """The results as Markdown: the machine, the targets and one table per benchmark."""
     machine, model = results["machine"], results["model"]
     absorb, decoding = results["absorb_latency"], results["decoding"]
-    icl, batched = results["icl_vs_shine"], results["batched_absorb"]
+    icl, batched, sft = results["icl_vs_shine"], results["batched_absorb"], results["absorb_vs_sft"]
     met = {True: "met", False: "NOT met", None: "not measured"}
     parts = [
         "# SHINE speed benchmark\n",
@@ -544,12 +600,24 @@ def markdown_report(results: dict[str, Any]) -> str:
         ),
         "## Absorb latency vs a plain forward\n",
         "Absorb = `absorb_context(text)` (tokenisation + encode pass over context and memory tokens + hypernetwork); "
-        "forward = the base with SHINE forgotten over the same ids (no grad, `use_cache=False`, last logits only).\n",
+        "forward = the base with SHINE forgotten over the same ids (no grad, `use_cache=False`, last logits only). "
+        f"Contexts above {absorb['context_limit']} tokens are absorbed in chunks (one batched encode pass, chunk "
+        "LoRAs concatenated along the rank axis); the forward reads them in one pass.\n",
         _table(
-            ["context tokens", "forward ms", "absorb ms", "(tokenize ms)", "absorb/forward", "fwd peak MiB", "abs MiB"],
+            [
+                "context tokens",
+                "chunks",
+                "forward ms",
+                "absorb ms",
+                "(tokenize ms)",
+                "absorb/forward",
+                "fwd peak MiB",
+                "abs MiB",
+            ],
             [
                 [
                     str(row["context_tokens"]),
+                    str(row["chunks"]),
                     _ms(row["forward_s"]),
                     _ms(row["absorb_s"]),
                     _ms(row["tokenize_s"]),
@@ -603,6 +671,23 @@ def markdown_report(results: dict[str, Any]) -> str:
             [
                 [str(row["batch_size"]), _ms(row["seconds"]), f"{row['contexts_per_s']:.1f}", f"{row['peak_mib']:.1f}"]
                 for row in batched["rows"]
+            ],
+        ),
+        "## Absorb vs per-context fine-tuning\n",
+        f"Adapting to one {sft['context_tokens']}-token context: `absorb_context` against the `sft` baseline of "
+        f"`peft-shine eval` (a fresh rank-8 LoRA on the same modules, {sft['sft_epochs']} AdamW steps at lr "
+        f"{sft['sft_lr']:g} on the context as language-model text). The answer quality each reaches: "
+        "`benchmarks/adaptation/`.\n",
+        _table(
+            ["absorb s", "sft s", "sft / absorb", "absorb peak MiB", "sft peak MiB"],
+            [
+                [
+                    f"{sft['absorb_s']:.3f}",
+                    f"{sft['sft_s']:.3f}",
+                    f"{sft['speedup']:.1f}",
+                    f"{sft['absorb_peak_mib']:.1f}",
+                    f"{sft['sft_peak_mib']:.1f}",
+                ]
             ],
         ),
     ]
@@ -738,6 +823,7 @@ def main(argv: Sequence[str] | None = None, *, subject: Subject | None = None) -
         "decoding": bench_decoding,
         "icl_vs_shine": bench_icl_vs_shine,
         "batched_absorb": bench_batched_absorb,
+        "absorb_vs_sft": bench_absorb_vs_sft,
     }
     for name, benchmark in benchmarks.items():
         print(f"[speed] {name} ...", file=sys.stderr, flush=True)
