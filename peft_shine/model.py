@@ -443,9 +443,12 @@ class ShineModel(BaseTuner):
         - Default: one adapter per context; row i of the next forward/generate uses context i (several rows per
           context: context-major). Replaces any context absorbed before.
         - A context longer than `max_context_tokens` is chunked (policy "chunk"): every chunk is encoded, and the
-          chunk LoRAs are concatenated along the rank axis, so the context's delta is the sum of the chunk deltas.
-        - `compose=True`: one adapter holding all contexts (same mechanism); `weights` scale each context's delta.
-        - `append=True`: add this text's chunks to the current (single) adapter without re-encoding it.
+          chunk LoRAs are concatenated along the rank axis, so the context's delta is the mean (default) or the sum
+          of the chunk deltas (`chunk_combination`).
+        - `compose=True`: one adapter holding all contexts (same mechanism): the mean or sum of their deltas, or
+          with `weights` the weighted sum sum_d w_d D_d.
+        - `append=True`: add this text's chunks to the current (single) adapter without re-encoding it; under "mean"
+          the result is the mean over all chunks, old and new (the old delta is rescaled).
         - With `max_lora_rank` set, a larger adapter is compressed to that rank (truncated SVD per module).
 
         Returns the `AbsorbedContext` (exportable as a plain PEFT LoRA).
@@ -457,14 +460,20 @@ class ShineModel(BaseTuner):
             raise ValueError(f"Got {len(weights)} weights for {len(documents)} contexts.")
         ids, mask = self._padded_on_device([c for doc in documents for c in doc], self.resolve_tokenizer(tokenizer))
         factors = self._generate_in_batches(ids, mask)
+        mean = self.shine_config.chunk_combination == "mean"
         contexts, start = [], 0
         for document in documents:
-            chunk_rows = range(start, start + len(document))
-            contexts.append({k: concat_along_rank([(a[i], b[i]) for i in chunk_rows]) for k, (a, b) in factors.items()})
+            rows = range(start, start + len(document))
+            chunk_weights = [1.0 / len(document)] * len(document) if mean else None
+            contexts.append(
+                {key: concat_along_rank([(a[i], b[i]) for i in rows], chunk_weights) for key, (a, b) in factors.items()}
+            )
             start += len(document)
         num_chunks = [len(document) for document in documents]
         token_counts = [sum(map(len, document)) for document in documents]
         if compose:
+            if weights is None and mean:
+                weights = [1.0 / len(contexts)] * len(contexts)
             contexts = [{key: concat_along_rank([c[key] for c in contexts], weights) for key in factors}]
             num_chunks, token_counts = [sum(num_chunks)], [sum(token_counts)]
         if append:
@@ -474,9 +483,10 @@ class ShineModel(BaseTuner):
                     "append=True adds one text to one absorbed adapter: absorb a single context first, and append "
                     "a single text (or several with compose=True)."
                 )
-            earlier = previous.context_factors(0)
-            contexts = [{key: concat_along_rank([earlier[key], contexts[0][key]]) for key in factors}]
-            num_chunks = [previous.num_chunks[0] + num_chunks[0]]
+            earlier, total = previous.context_factors(0), previous.num_chunks[0] + num_chunks[0]
+            shares = [previous.num_chunks[0] / total, num_chunks[0] / total] if mean else None
+            contexts = [{key: concat_along_rank([earlier[key], contexts[0][key]], shares) for key in factors}]
+            num_chunks = [total]
             token_counts = [previous.context_token_counts[0] + token_counts[0]]
         absorbed = AbsorbedContext.from_parts(
             contexts,

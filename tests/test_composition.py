@@ -61,21 +61,23 @@ def test_svd_compression_error_decreases_with_rank_and_vanishes_at_full_rank():
     torch.testing.assert_close(a_k @ b_k, a @ b, atol=1e-4, rtol=1e-4)
 
 
-def test_long_document_adapter_is_the_sum_of_its_chunk_adapters(tokenizer):
-    model = build_shine(vocab_size=len(tokenizer), max_context_tokens=30)
+@pytest.mark.parametrize("combination", ["mean", "sum"])
+def test_long_document_adapter_combines_its_chunk_adapters(tokenizer, combination):
+    model = build_shine(vocab_size=len(tokenizer), max_context_tokens=30, chunk_combination=combination)
     absorbed = model.absorb_context(LONG, tokenizer=tokenizer)
     chunks = model.base_model.context_chunks(LONG)[0]
     assert absorbed.num_chunks == [len(chunks)] > [1] and absorbed.context_token_counts == [sum(map(len, chunks))]
     ids, mask = left_pad(chunks, pad_id=0)
     per_chunk = model.base_model.generate_lora(ids, mask)  # each chunk alone, one row each
+    scale = 1.0 / len(chunks) if combination == "mean" else 1.0
     for key in ("0.self_attn.q_proj", "1.mlp.down_proj"):
         a, b = per_chunk[key]
         chunk_sum = sum((a[i] @ b[i]).T for i in range(len(chunks)))
-        torch.testing.assert_close(absorbed.delta_weight(key), chunk_sum, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(absorbed.delta_weight(key), scale * chunk_sum, atol=1e-5, rtol=1e-4)
 
 
 def test_compose_weights_and_append(tokenizer):
-    model = build_shine(vocab_size=len(tokenizer))
+    model = build_shine(vocab_size=len(tokenizer), chunk_combination="sum")
     singles = [model.absorb_context(text, tokenizer=tokenizer) for text in CONTEXTS[:2]]
     key = "1.self_attn.v_proj"
     composed = model.absorb_context(CONTEXTS[:2], compose=True, weights=[1.0, 0.25])
@@ -92,6 +94,16 @@ def test_compose_weights_and_append(tokenizer):
     model.absorb_context(CONTEXTS[:2])
     with pytest.raises(ValueError, match="append=True"):
         model.absorb_context(CONTEXTS[2], append=True)
+
+
+def test_mean_combination_averages_documents_and_appends_as_a_running_mean(tokenizer):
+    model = build_shine(vocab_size=len(tokenizer))  # chunk_combination="mean" (default)
+    singles = [model.absorb_context(text, tokenizer=tokenizer).delta_weight("0.mlp.up_proj") for text in CONTEXTS]
+    composed = model.absorb_context(CONTEXTS[:2], compose=True)
+    torch.testing.assert_close(composed.delta_weight("0.mlp.up_proj"), (singles[0] + singles[1]) / 2)
+    appended = model.absorb_context(CONTEXTS[2], append=True)  # 2 chunks so far + 1 new chunk
+    assert appended.num_chunks == [3]
+    torch.testing.assert_close(appended.delta_weight("0.mlp.up_proj"), sum(singles) / 3)
 
 
 def test_batched_documents_with_different_chunk_counts(tokenizer, tmp_path):
