@@ -110,8 +110,11 @@ def run_eval(args: argparse.Namespace) -> None:
 def run_absorb(args: argparse.Namespace) -> None:
     texts = [read_text_file(path) for path in args.files]
     model, _ = load_shine(args.base, args.adapter)
+    config = model.peft_config[model.active_adapter]
     if args.max_rank is not None:
-        model.peft_config[model.active_adapter].max_lora_rank = args.max_rank
+        config.max_lora_rank = args.max_rank
+    if args.chunk_combination is not None:
+        config.chunk_combination = args.chunk_combination
     absorbed = model.absorb_context(texts, compose=args.compose)
     output = Path(args.output)
     names = ["+".join(Path(p).stem for p in args.files)] if args.compose else [Path(p).stem for p in args.files]
@@ -167,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     absorb.add_argument("--output", required=True)
     absorb.add_argument("--compose", action="store_true", help="one adapter holding all files")
     absorb.add_argument("--max-rank", type=int, help="compress each adapter to this rank (truncated SVD)")
+    absorb.add_argument(
+        "--chunk-combination",
+        choices=["mean", "sum"],
+        help="combine chunk (and --compose document) deltas by their mean or sum (default: the adapter's setting)",
+    )
     absorb.set_defaults(run=run_absorb)
 
     ask = commands.add_parser("ask", help="answer a question from an exported LoRA or a context file")

@@ -1,6 +1,6 @@
 """Combining generated LoRAs: chunks of one long document, several documents, or an appended text, by
-concatenation along the rank axis (the deltas add up exactly), and compression to a rank budget by a truncated SVD
-computed on the low-rank factors (the in x out delta is never formed).
+concatenation along the rank axis (the weighted deltas add up exactly), and compression to a rank budget by a
+truncated SVD computed on the low-rank factors (the in x out delta is never formed).
 
 Shapes: A (in, r), B (r, out) for one context; batched A (C, in, R), B (C, R, out).
 """

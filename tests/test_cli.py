@@ -3,7 +3,9 @@
 import json
 
 import pytest
+import torch
 from peft import PeftConfig, get_peft_model
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from peft_shine import ShineConfig
@@ -110,3 +112,20 @@ def test_demo_runs_end_to_end_on_the_default_model(capsys):
     main(["demo", "--num-questions", "1", "--max-new-tokens", "4"])
     out = capsys.readouterr().out
     assert "absorbed in" in out and "SHINE (absorbed)" in out and "document in prompt" in out
+
+
+def test_absorb_compose_chunk_combination_mean_halves_the_sum_of_two_documents(tmp_path, saved_base, shine_adapter):
+    docs = []
+    for i, text in enumerate(CONTEXTS[:2]):
+        docs.append(tmp_path / f"doc{i}.txt")
+        docs[-1].write_text(text, encoding="utf-8")
+    weights = {}
+    for combination in ("mean", "sum"):
+        out = tmp_path / combination
+        common = ["--base", str(saved_base), "--adapter", str(shine_adapter), "--chunk-combination", combination]
+        main(["absorb", *map(str, docs), "--output", str(out), "--compose", *common])
+        weights[combination] = load_file(out / "adapter_model.safetensors")
+    assert weights["mean"].keys() == weights["sum"].keys()
+    for name, tensor in weights["sum"].items():
+        expected = tensor / 2 if "lora_B" in name else tensor  # the weights scale B
+        torch.testing.assert_close(weights["mean"][name], expected)
