@@ -13,7 +13,8 @@ of the document. Methods, all greedy with the question in the chat template:
   `max_position_embeddings` (or `--icl_max_tokens`) keeps the first document tokens that fit; the truncation and
   whether the gold paragraph survived it are recorded;
 - `shine_chunked`: `absorb_context` with `context_overflow="chunk"` (chunks of `max_context_tokens`, chunk LoRAs
-  concatenated along the rank axis), no rank budget;
+  concatenated along the rank axis: the mean of the chunk deltas, or their sum with `--chunk_combination sum`), no
+  rank budget;
 - `shine_compressed`: the same with `max_lora_rank=--max_rank` (truncated SVD; `compression_error` recorded).
 
 Plus a needle-in-a-haystack table: "The secret code of the <name> archive is <7-digit number>." inserted as its own
@@ -105,6 +106,7 @@ class Settings:
     methods: tuple[str, ...] = METHODS
     max_rank: int = 64
     max_context_tokens: int | None = None
+    chunk_combination: str = "mean"
     icl_max_tokens: int | None = None
     max_new_tokens: int = 32
     batch_size: int = 8
@@ -377,6 +379,7 @@ def shine_overrides(bench: Bench, method: str) -> dict[str, Any]:
     """The `ShineConfig` fields a SHINE method runs with."""
     values: dict[str, Any] = {
         "context_overflow": "chunk",
+        "chunk_combination": bench.settings.chunk_combination,
         "max_lora_rank": bench.settings.max_rank if method == "shine_compressed" else None,
     }
     if bench.settings.max_context_tokens is not None:
@@ -697,7 +700,8 @@ def markdown_report(results: dict[str, Any]) -> str:
         f"`{machine['command']}`\n",
         f"{machine['device_name']} ({machine['device']}), {machine['cpu_cores']} CPU cores, torch {machine['torch']}. "
         f"Model: {model['base']} + SHINE adapter {model['adapter']} ({model['dtype']}, generated LoRA rank "
-        f"{model['lora_rank']} per chunk, chunks of at most {chunk_size} tokens, {model['num_memory_tokens']} memory "
+        f"{model['lora_rank']} per chunk, chunks of at most {chunk_size} tokens combined by their "
+        f"{settings['chunk_combination']}, {model['num_memory_tokens']} memory "
         f"tokens, max_position_embeddings {model['max_position_embeddings']}). Data: {results['data']['squad_dev']} "
         f"({results['data']['paragraphs']} paragraphs). ICL prompt + answer limit: {results['icl_limit']} tokens "
         f"(longer prompts keep the first document tokens that fit). shine_compressed: rank budget "
@@ -856,6 +860,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", type=_methods, help=f"comma-separated subset of {','.join(METHODS)} (default all)")
     parser.add_argument("--max_rank", type=int, help="rank budget of shine_compressed (default 64)")
     parser.add_argument("--max_context_tokens", type=int, help="SHINE chunk size (default: the adapter config's)")
+    parser.add_argument(
+        "--chunk_combination", choices=["mean", "sum"], help="mean or sum of the chunk deltas (default mean)"
+    )
     parser.add_argument(
         "--icl_max_tokens", type=int, help="ICL prompt + answer limit (default max_position_embeddings)"
     )
