@@ -11,3 +11,4 @@ for name in squad_dev squad_dev_sentence babi_test; do
   peft-shine eval --data "$SETS/$name.jsonl" --methods none,icl,shine --batch-size 16 --max-new-tokens 24 \
     --output "$OUT/$name.json"
 done
+python benchmarks/quality/paired_gain.py "$OUT"/squad_dev.json "$OUT"/squad_dev_sentence.json "$OUT"/babi_test.json
