@@ -302,7 +302,7 @@ def bench_absorb_latency(subject: Subject, settings: Settings, device: torch.dev
         )
         tokenize = measure(device, settings, functools.partial(model.tokenize_contexts, text, tokenizer))
         absorb = measure(device, settings, functools.partial(model.absorb_context, text, tokenizer=tokenizer))
-        num_chunks = model.absorb_context(text, tokenizer=tokenizer).num_chunks[0]
+        num_chunks = len(model.base_model.context_chunks(text, tokenizer)[0])
         model.forget()
         rows.append(
             {
