@@ -460,11 +460,10 @@ class ShineModel(BaseTuner):
             raise ValueError(f"Got {len(weights)} weights for {len(documents)} contexts.")
         ids, mask = self._padded_on_device([c for doc in documents for c in doc], self.resolve_tokenizer(tokenizer))
         factors = self._generate_in_batches(ids, mask)
-        mean = self.shine_config.chunk_combination == "mean"
         contexts, start = [], 0
         for document in documents:
             rows = range(start, start + len(document))
-            chunk_weights = [1.0 / len(document)] * len(document) if mean else None
+            chunk_weights = self._combination_weights([1] * len(document))
             contexts.append(
                 {key: concat_along_rank([(a[i], b[i]) for i in rows], chunk_weights) for key, (a, b) in factors.items()}
             )
@@ -472,8 +471,7 @@ class ShineModel(BaseTuner):
         num_chunks = [len(document) for document in documents]
         token_counts = [sum(map(len, document)) for document in documents]
         if compose:
-            if weights is None and mean:
-                weights = [1.0 / len(contexts)] * len(contexts)
+            weights = weights if weights is not None else self._combination_weights([1] * len(contexts))
             contexts = [{key: concat_along_rank([c[key] for c in contexts], weights) for key in factors}]
             num_chunks, token_counts = [sum(num_chunks)], [sum(token_counts)]
         if append:
@@ -483,10 +481,10 @@ class ShineModel(BaseTuner):
                     "append=True adds one text to one absorbed adapter: absorb a single context first, and append "
                     "a single text (or several with compose=True)."
                 )
-            earlier, total = previous.context_factors(0), previous.num_chunks[0] + num_chunks[0]
-            shares = [previous.num_chunks[0] / total, num_chunks[0] / total] if mean else None
+            earlier = previous.context_factors(0)
+            shares = self._combination_weights([previous.num_chunks[0], num_chunks[0]])
             contexts = [{key: concat_along_rank([earlier[key], contexts[0][key]], shares) for key in factors}]
-            num_chunks = [total]
+            num_chunks = [previous.num_chunks[0] + num_chunks[0]]
             token_counts = [previous.context_token_counts[0] + token_counts[0]]
         absorbed = AbsorbedContext.from_parts(
             contexts,
@@ -500,6 +498,14 @@ class ShineModel(BaseTuner):
             absorbed = absorbed.compressed(max_rank)
         self.use_context(absorbed)
         return absorbed
+
+    def _combination_weights(self, chunk_counts: list[int]) -> list[float] | None:
+        """Weights of parts holding `chunk_counts` chunks each when their deltas are combined: each part's share of
+        all chunks under `chunk_combination="mean"` (a mean over chunks), None (a plain sum) under "sum"."""
+        if self.shine_config.chunk_combination == "sum":
+            return None
+        total = sum(chunk_counts)
+        return [count / total for count in chunk_counts]
 
     def use_context(self, absorbed: AbsorbedContext | None) -> None:
         """Answer with an `AbsorbedContext` (e.g. one kept from an earlier `absorb_context`); None = base model.
