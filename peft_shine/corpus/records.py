@@ -1,0 +1,223 @@
+"""Corpus records: read (id, text) documents from JSON Lines (optionally .gz), a `datasets` folder, a Hub dataset or
+Python records, and validate every record before anything is absorbed.
+
+A bad record (a line that is not UTF-8 or not a JSON object, a missing or empty text, a missing, unusable or
+duplicate id) either stops the run with an error naming the file and line (`on_error="stop"`) or is set aside as a
+`SkippedRecord` with its reason (`on_error="skip"`). The whole corpus is validated first, so a stopped run has
+written nothing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ..data import _file_kind, _is_hf_dataset, _iter_rows, _require_text
+from .storage import INDEX, MANIFEST, SHARD_DIR
+
+MAX_ID_BYTES = 200  # a document id becomes a folder name (filesystems allow 255 bytes)
+ON_ERROR_CHOICES = ("stop", "skip")
+
+
+class CorpusRecordError(ValueError):
+    """A corpus record that cannot be absorbed; the message starts with "<file>, line <n>:" (or "dataset row <i>:",
+    "record <i>:")."""
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document to absorb.
+
+    Attributes:
+        id: the record's id as a string (a safe folder name: no "/", "\\", NUL, no leading ".").
+        text: the text, never empty.
+        where: where the record came from, e.g. "docs.jsonl, line 12" or "dataset row 3".
+        sha256: hex SHA-256 of the UTF-8 text; a rerun skips documents whose finished adapter has the same hash.
+    """
+
+    id: str
+    text: str
+    where: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SkippedRecord:
+    """A record left out under `on_error="skip"`: its id when one could be read (else None), location and reason."""
+
+    id: str | None
+    where: str
+    reason: str
+
+    def as_json(self) -> dict[str, Any]:
+        """The index line of a skipped record."""
+        return {"id": self.id, "status": "skipped", "where": self.where, "reason": self.reason}
+
+
+def text_sha256(text: str) -> str:
+    """Hex SHA-256 of the UTF-8 encoding of `text`."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def check_id(value: Any, field: str, where: str) -> str:
+    """The record id as a string usable as a folder name; CorpusRecordError otherwise. Integers are accepted."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        found = "missing" if value is None else f"a {type(value).__name__}, not a string or integer"
+        raise CorpusRecordError(f"{where}: id field {field!r} is {found}.")
+    doc_id = str(value)
+    problem = None
+    if not doc_id.strip():
+        problem = "is empty"
+    elif doc_id in (INDEX, MANIFEST, SHARD_DIR):
+        problem = "is a name the output folder uses itself"
+    elif doc_id.startswith("."):
+        problem = "starts with '.' (reserved for temporary files)"
+    elif any(c in doc_id for c in "/\\\0"):
+        problem = "contains '/', '\\' or NUL (it becomes a folder name)"
+    elif len(doc_id.encode("utf-8")) > MAX_ID_BYTES:
+        problem = f"is longer than {MAX_ID_BYTES} bytes"
+    if problem:
+        raise CorpusRecordError(f"{where}: id {doc_id[:80]!r} {problem}.")
+    return doc_id
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else path.open("rb")
+
+
+def _iter_jsonl_lines(path: Path) -> Iterator[tuple[str, dict | CorpusRecordError]]:
+    """(location, record or the error of that line) for every non-blank line of a JSON Lines file.
+
+    `peft_shine.data._iter_jsonl` stops at the first bad line and reports a non-UTF-8 byte without its line; a corpus
+    run must name the line and, under `on_error="skip"`, go on past it, so lines are decoded one at a time here (same
+    "<path>, line <n>" locations and messages)."""
+    with _open_binary(path) as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            where = f"{path}, line {number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                yield (
+                    where,
+                    CorpusRecordError(
+                        f"{where}: not UTF-8 text ({error.reason}: byte 0x{raw[error.start]:02x} at column "
+                        f"{error.start + 1}); convert the file to UTF-8."
+                    ),
+                )
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                yield where, CorpusRecordError(f"{where}: not valid JSON ({error.msg}).")
+                continue
+            if not isinstance(record, dict):
+                yield where, CorpusRecordError(f"{where}: expected a JSON object, got {type(record).__name__}.")
+                continue
+            yield where, record
+
+
+def _is_dataset_folder(path: Path) -> bool:
+    """A folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`."""
+    return path.is_dir() and any((path / name).is_file() for name in ("state.json", "dataset_dict.json"))
+
+
+def _dataset_split(dataset: Any, split: str | None, source: str) -> Any:
+    """The Dataset itself, or `split` of a DatasetDict (the only split when there is one)."""
+    if not hasattr(dataset, "keys"):
+        return dataset
+    names = list(dataset.keys())
+    if split is None and len(names) == 1:
+        split = names[0]
+    if split not in names:
+        raise ValueError(f"{source} has the splits {names}; choose one with split= (--split).")
+    return dataset[split]
+
+
+def _looks_like_a_path(source: str) -> bool:
+    """A local path rather than a Hub dataset id ("name" or "owner/name")."""
+    return source.startswith(("/", ".", "~")) or source.count("/") > 1 or source.endswith((".jsonl", ".gz"))
+
+
+def iter_raw_records(source: Any, split: str | None = None) -> Iterator[tuple[str, dict | CorpusRecordError]]:
+    """(location, record or error) from `source`: a .jsonl / .jsonl.gz path, a `datasets` folder (load_from_disk), a
+    Hub dataset id (`datasets.load_dataset(source, split=split)`), a `datasets.Dataset`, or an iterable of dicts."""
+    if _is_hf_dataset(source):
+        yield from _iter_rows(source)
+        return
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if _is_dataset_folder(path):
+            import datasets
+
+            yield from _iter_rows(_dataset_split(datasets.load_from_disk(str(path)), split, str(path)))
+        elif path.is_file():
+            if _file_kind(path) != "jsonl":
+                raise ValueError(f"{path}: a corpus file must be JSON Lines (.jsonl or .jsonl.gz).")
+            yield from _iter_jsonl_lines(path)
+        elif path.exists() or _looks_like_a_path(str(source)):
+            raise FileNotFoundError(f"{source}: no such JSON Lines file or `datasets` folder.")
+        else:
+            import datasets
+
+            hub = datasets.load_dataset(str(source), split=split)
+            yield from _iter_rows(_dataset_split(hub, split, str(source)))
+        return
+    for index, record in enumerate(source):
+        where = f"record {index}"
+        yield (
+            where,
+            record
+            if isinstance(record, dict)
+            else CorpusRecordError(f"{where}: expected a dict, got {type(record).__name__}."),
+        )
+
+
+def read_corpus(
+    source: Any,
+    *,
+    text_field: str = "text",
+    id_field: str = "id",
+    split: str | None = None,
+    on_error: str = "stop",
+) -> tuple[list[Document], list[SkippedRecord]]:
+    """Every document of `source` (see `iter_raw_records`), validated, in input order.
+
+    Returns (documents, skipped). With `on_error="stop"` the first bad record raises CorpusRecordError naming its
+    file and line; with `"skip"` bad records are returned in `skipped` (a duplicate id keeps its first record).
+    Raises ValueError when no document is left.
+    """
+    if on_error not in ON_ERROR_CHOICES:
+        raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}.")
+    documents: list[Document] = []
+    skipped: list[SkippedRecord] = []
+    first_seen: dict[str, str] = {}
+    for where, record in iter_raw_records(source, split):
+        doc_id = None
+        try:
+            if isinstance(record, CorpusRecordError):
+                raise record
+            doc_id = check_id(record.get(id_field), id_field, where)
+            if doc_id in first_seen:
+                raise CorpusRecordError(f"{where}: duplicate id {doc_id!r} (first seen at {first_seen[doc_id]}).")
+            try:
+                text = _require_text(record, text_field, where)
+            except ValueError as error:
+                raise CorpusRecordError(str(error)) from None
+        except CorpusRecordError as error:
+            if on_error == "stop":
+                raise
+            skipped.append(SkippedRecord(doc_id, where, str(error)))
+            continue
+        first_seen[doc_id] = where
+        documents.append(Document(doc_id, text, where, text_sha256(text)))
+    if not documents:
+        raise ValueError(f"No document to absorb in {source!r} ({len(skipped)} record(s) skipped).")
+    return documents, skipped
