@@ -20,6 +20,7 @@ from peft_shine.defaults import load_base
 from peft_shine.training import (
     DataFileArguments,
     ModelArguments,
+    ScheduleArguments,
     ShineArguments,
     build_shine_model,
     split_paths,
@@ -55,9 +56,18 @@ class ObjectiveArguments:
 
 def main(argv: list[str] | None = None) -> None:
     parser = HfArgumentParser(
-        (ModelArguments, InstructDataArguments, ObjectiveArguments, ShineArguments, TrainingArguments)
+        (
+            ModelArguments,
+            InstructDataArguments,
+            ObjectiveArguments,
+            ShineArguments,
+            ScheduleArguments,
+            TrainingArguments,
+        )
     )
-    model_args, data_args, objective_args, shine_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    model_args, data_args, objective_args, shine_args, schedule_args, training_args = (
+        parser.parse_args_into_dataclasses(args=argv)
+    )
     training_args.remove_unused_columns = False  # the context columns must reach the collator
     base, tokenizer = load_base(model_args.model_name_or_path)
     model = build_shine_model(base, tokenizer, shine_args, model_args.adapter_name_or_path)
@@ -75,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     config = model.peft_config[model.active_adapter]
     # The weight rides in every batch as a python float: the Trainer, accelerate and DDP pass it to forward untouched.
     collator = ShineDataCollator(tokenizer, config.max_context_tokens, config.context_overflow, objective_args.weight)
-    train_and_save(model, training_args, train_dataset, collator, eval_dataset)
+    train_and_save(model, training_args, train_dataset, collator, eval_dataset, schedule_args.freeze_encoder_steps)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     peft-shine eval --data FILE.jsonl[.gz] --methods none,icl,sft,shine --limit N --output results.json
     peft-shine absorb FILE... --output DIR [--base B --adapter A]
     peft-shine ask "question" (--adapter DIR | --context-file FILE) [--base B]
+    peft-shine web [--base B --adapter A] [--host 127.0.0.1 --port 7860]   (needs peft-shine[web])
 
 Without `--base`/`--adapter` the embedded default (SmolLM2-135M-Instruct + the shipped hypernetwork) is used.
 """
@@ -101,6 +102,8 @@ def run_eval(args: argparse.Namespace) -> None:
         base_factory=lambda: load_base(args.base)[0],
         sft_epochs=args.sft_epochs,
         seed=args.seed,
+        likelihood=args.likelihood,
+        reference=json.loads(Path(args.reference).read_text(encoding="utf-8")) if args.reference else None,
     )
     results["config"].update(data=args.data, base=args.base or "default", adapter=args.adapter or "default")
     save_results(results, args.output)
@@ -145,6 +148,27 @@ def run_ask(args: argparse.Namespace) -> None:
     print(generate_answers(model, tokenizer, [args.question], max_new_tokens=args.max_new_tokens)[0])
 
 
+def run_web(args: argparse.Namespace) -> None:
+    try:
+        from .web import WebLimits, build_app, launch
+        from .web.about import describe_model
+    except ImportError as error:
+        raise SystemExit(
+            f"error: the web page needs the optional 'web' extra ({error.name} is missing): "
+            "pip install 'peft-shine[web]' (make setup installs it)"
+        ) from None
+    model, tokenizer = load_shine(args.base, args.adapter)
+    limits = WebLimits(
+        max_chars=args.max_chars,
+        max_documents=args.max_documents,
+        max_new_tokens=args.max_new_tokens,
+        concurrency=args.concurrency,
+    )
+    demo = build_app(model, tokenizer, about=describe_model(model, args.base, args.adapter), limits=limits)
+    print(f"Serving on http://{args.host}:{args.port} (Ctrl+C stops it)", flush=True)
+    launch(demo, limits, host=args.host, port=args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="peft-shine", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -156,13 +180,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluation = commands.add_parser("eval", help="answer F1/EM of none / icl / sft / shine on a QA JSONL file")
     evaluation.add_argument("--data", required=True, help="JSONL(.gz) with context, question, answers")
-    evaluation.add_argument("--methods", default="none,icl,shine")
+    evaluation.add_argument("--methods", default="none,icl,shine", help="none, icl, icl_short, shine, sft")
     evaluation.add_argument("--limit", type=int, default=None, help="seeded random sample of N records")
     evaluation.add_argument("--output", required=True, help="results JSON (a Markdown table is written beside it)")
     evaluation.add_argument("--batch-size", type=int, default=8)
     evaluation.add_argument("--max-new-tokens", type=int, default=32)
     evaluation.add_argument("--sft-epochs", type=int, default=10)
     evaluation.add_argument("--seed", type=int, default=0)
+    evaluation.add_argument(
+        "--likelihood",
+        action="store_true",
+        help="also score the teacher-forced log-likelihood of the gold answer (none / shine / icl)",
+    )
+    evaluation.add_argument(
+        "--reference", help="results JSON of an earlier eval on the same data with 'none': reused for splits and gains"
+    )
     evaluation.set_defaults(run=run_eval)
 
     absorb = commands.add_parser("absorb", help="absorb text files and write each as a plain PEFT LoRA")
@@ -183,7 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--max-new-tokens", type=int, default=48)
     ask.set_defaults(run=run_ask)
 
-    for command in (evaluation, absorb, ask):
+    web = commands.add_parser("web", help="a web page to absorb documents and ask about them (peft-shine[web])")
+    web.add_argument("--host", default="127.0.0.1", help="0.0.0.0 serves the whole network (default: this machine)")
+    web.add_argument("--port", type=int, default=7860)
+    web.add_argument("--max-chars", type=int, default=50_000, help="characters per document")
+    web.add_argument("--max-documents", type=int, default=8, help="documents per browser session")
+    web.add_argument("--max-new-tokens", type=int, default=48)
+    web.add_argument("--concurrency", type=int, default=8, help="requests handled at once (the model takes turns)")
+    web.set_defaults(run=run_web)
+
+    for command in (evaluation, absorb, ask, web):
         command.add_argument("--base", help="base model path or Hub id (default: embedded SmolLM2-135M-Instruct)")
         command.add_argument("--adapter", help="SHINE adapter (ask: also an exported LoRA); default: shipped one")
     return parser

@@ -7,6 +7,7 @@ greedy decoding and the user turn of the chat template:
 
 - `none`: the base model (`model.forget()`), question alone;
 - `icl`: the base model with the context in the prompt (`ICL_TEMPLATE`);
+- `icl_short`: the same with a prompt that asks for a short answer copied from the text (`ICL_SHORT_TEMPLATE`);
 - `shine`: `model.absorb_context(contexts)` once per distinct context, then the question alone;
 - `sft`: a rank-8 LoRA trained on each context as language-model text, then the question alone.
 """
@@ -31,8 +32,9 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .absorbed import AbsorbedContext
+from .answer_likelihood import LIKELIHOOD_METHODS, answer_log_likelihoods, likelihood_gain_summary, record_prompt
 from .data import _iter_jsonl
-from .tokenization import ICL_TEMPLATE, icl_prompt, left_pad, pad_id_of, question_prompt_ids
+from .tokenization import ICL_SHORT_TEMPLATE, ICL_TEMPLATES, icl_prompt, left_pad, pad_id_of, question_prompt_ids
 
 Record = dict[str, Any]
 T = TypeVar("T")
@@ -286,6 +288,19 @@ def run_icl(
     return _run_prompted(model, tokenizer, records, settings, progress, icl_prompt)
 
 
+def run_icl_short(
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[Record],
+    settings: EvalSettings,
+    progress: tqdm,
+) -> MethodRun:
+    """In-context with `ICL_SHORT_TEMPLATE`: the context and a request for a short answer copied from it."""
+    return _run_prompted(
+        model, tokenizer, records, settings, progress, lambda record: icl_prompt(record, ICL_SHORT_TEMPLATE)
+    )
+
+
 def select_contexts(absorbed: AbsorbedContext, indices: Sequence[int]) -> AbsorbedContext:
     """The generated LoRAs of the absorbed contexts at `indices`, in that order."""
     if list(indices) == list(range(len(absorbed))):
@@ -419,7 +434,116 @@ def run_sft(
     return run
 
 
-METHODS: dict[str, MethodRunner] = {"none": run_none, "icl": run_icl, "shine": run_shine, "sft": run_sft}
+METHODS: dict[str, MethodRunner] = {
+    "none": run_none,
+    "icl": run_icl,
+    "icl_short": run_icl_short,
+    "shine": run_shine,
+    "sft": run_sft,
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Teacher-forced answer likelihood (see peft_shine.answer_likelihood)
+
+
+def likelihood_runs(
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[Record],
+    methods: Sequence[str],
+    batch_size: int,
+) -> dict[str, list[dict[str, float]]]:
+    """Per-record log-likelihood of the first gold answer (`answer_log_likelihoods`) for each of `methods` among
+    none / shine / icl: none and icl with no context absorbed, shine with each record's context absorbed (in batches
+    of `batch_size` distinct contexts, one question per context per forward pass)."""
+    results: dict[str, list[dict[str, float]]] = {}
+    for method in [m for m in methods if m in LIKELIHOOD_METHODS]:
+        rows: list[dict[str, float]] = [{}] * len(records)
+        model.forget()
+        if method == "shine":
+            groups = group_by_context(records)
+            for batch in _chunks(list(groups.items()), batch_size):
+                absorbed = model.absorb_context([context for context, _ in batch], tokenizer=tokenizer)
+                for round_ in question_rounds([indices for _, indices in batch]):
+                    model.use_context(select_contexts(absorbed, [position for position, _ in round_]))
+                    chosen = [records[index] for _, index in round_]
+                    scored = answer_log_likelihoods(
+                        model, tokenizer, [r["question"] for r in chosen], [r["answers"][0] for r in chosen]
+                    )
+                    for (_, index), score in zip(round_, scored):
+                        rows[index] = score
+            model.forget()
+        else:
+            for start in range(0, len(records), batch_size):
+                chosen = records[start : start + batch_size]
+                prompts = [record_prompt(r, method) for r in chosen]
+                scored = answer_log_likelihoods(model, tokenizer, prompts, [r["answers"][0] for r in chosen])
+                rows[start : start + len(chosen)] = scored
+        results[method] = rows
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Question splits: open-vocabulary answers (the copying skill) and the rest
+
+
+def _words(text: str) -> set[str]:
+    return set(normalize_answer(text).split())
+
+
+def is_open_vocabulary(record: Record, no_context_prediction: str) -> bool:
+    """True when the first gold answer has a (normalised) word that neither the question nor the base model's
+    no-context answer contains: the answer has to be copied from the context."""
+    return bool(_words(record["answers"][0]) - _words(record["question"]) - _words(no_context_prediction))
+
+
+def question_splits(records: Sequence[Record], no_context_predictions: Sequence[str] | None) -> dict[str, list[int]]:
+    """Record indices per split: "open_vocabulary" / "other" (see `is_open_vocabulary`; needs the `none` method's
+    predictions) and "kind=<answer_kind>" for records that carry an `answer_kind` (e.g. `peft_shine.synthetic`)."""
+    splits: dict[str, list[int]] = {}
+    if no_context_predictions is not None:
+        for index, (record, prediction) in enumerate(zip(records, no_context_predictions)):
+            name = "open_vocabulary" if is_open_vocabulary(record, prediction) else "other"
+            splits.setdefault(name, []).append(index)
+    for index, record in enumerate(records):
+        if "answer_kind" in record:
+            splits.setdefault(f"kind={record['answer_kind']}", []).append(index)
+    return splits
+
+
+def split_scores(
+    method: str,
+    method_summary: dict[str, Any],
+    splits: dict[str, list[int]],
+    likelihoods: dict[str, list[dict[str, float]]] | None,
+    seed: int,
+) -> dict[str, Any]:
+    """F1 (mean and CI) of one method on each split, and, when `likelihoods` hold that method's and `none`'s
+    per-record likelihoods, its nats per answer token and first-token log-prob with the gains over `none`."""
+    items = method_summary["predictions"]
+    result = {}
+    for name, indices in splits.items():
+        entry = {"count": len(indices), "f1": _mean_with_ci([items[i]["f1"] for i in indices], seed)}
+        if likelihoods and method in likelihoods and "none" in likelihoods:
+            subset = {key: [likelihoods[key][i] for i in indices] for key in (method, "none")}
+            entry["likelihood"] = likelihood_gain_summary(subset)[method]
+        result[name] = entry
+    return result
+
+
+def gap_closure(results: dict[str, Any]) -> dict[str, Any] | None:
+    """(F1(shine) - F1(none)) / (F1(best in-prompt) - F1(none)), the paper's gap closure, against the best of the
+    in-prompt methods that ran; None unless shine, none and an in-prompt method ran."""
+    methods = results["methods"]
+    prompted = {name: methods[name]["f1"]["mean"] for name in methods if name in ICL_TEMPLATES}
+    if "shine" not in methods or "none" not in methods or not prompted:
+        return None
+    best = max(prompted, key=prompted.get)
+    none = methods["none"]["f1"]["mean"]
+    gap = prompted[best] - none
+    value = (methods["shine"]["f1"]["mean"] - none) / gap if gap > 0 else None
+    return {"best_in_prompt": best, "closure": value}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -481,15 +605,25 @@ def evaluate(
     sft_epochs: int = 10,
     seed: int = 0,
     sft_lr: float = 1e-3,
+    likelihood: bool = False,
+    reference: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Answer every record with each method and score the answers; the model is in eval mode meanwhile and ends with
-    no context absorbed.
+    no context absorbed. With `likelihood`, also the teacher-forced log-likelihood of the first gold answer under
+    none / shine / icl (those of `methods`; see `peft_shine.answer_likelihood`).
 
     Returns a JSON-serialisable dict: `num_records`; `methods`: name -> {`f1`, `em` (and `accuracy` when records have
     `options`): {`mean`, `ci_low`, `ci_high`}, `adapt_seconds_per_context` (0 for methods without adaptation),
     `generate_seconds_per_question`, `predictions`: [{`id`, `question`, `prediction`, `answers`, `f1`, `em` (and
-    `accuracy`)}] in record order}; `config`: the settings. `base_factory` (a loader of the plain base model) is
-    required for the `sft` method.
+    `accuracy`; with `likelihood`: `log_likelihood` {`sum`, `tokens`, `first`})}] in record order, `splits`: split
+    name -> {`count`, `f1`, with `likelihood`: `likelihood` (see `split_scores`)}, with `likelihood`: `likelihood`
+    {`nats_per_token`, `first_token`, gains over none}}; `splits`: split name -> record indices (`question_splits`:
+    open-vocabulary answers, the rest, and answer kinds); `gap_closure` (see `gap_closure`); `config`: the settings.
+    `base_factory` (a loader of the plain base model) is required for the `sft` method.
+
+    `reference`: the results of an earlier `evaluate` on the same records (same ids, same order) that ran `none`
+    (with `likelihood` if this run has it). When `none` is not among `methods`, its predictions and likelihoods are
+    taken from there for the splits and likelihood gains, so comparing many SHINE adapters runs the baseline once.
     """
     settings = EvalSettings(batch_size, max_new_tokens, sft_epochs, sft_lr, seed, base_factory)
     _check_methods(methods, settings)
@@ -501,12 +635,47 @@ def evaluate(
     model.eval()
     try:
         results = {name: _evaluate_method(name, model, tokenizer, records, settings) for name in methods}
+        likelihoods = likelihood_runs(model, tokenizer, records, methods, batch_size) if likelihood else None
     finally:
         model.forget()
         model.train(was_training)
+    no_context = results["none"]["predictions"] if "none" in results else _reference_none(reference, records)
+    if likelihoods is not None and "none" not in likelihoods and no_context is not None:
+        if all("log_likelihood" in item for item in no_context):
+            likelihoods["none"] = [item["log_likelihood"] for item in no_context]
+    if likelihoods:
+        gains = likelihood_gain_summary(likelihoods)
+        for name, rows in likelihoods.items():
+            if name in results:
+                results[name]["likelihood"] = gains[name]
+                for item, row in zip(results[name]["predictions"], rows):
+                    item["log_likelihood"] = row
+    no_context = [item["prediction"] for item in no_context] if no_context is not None else None
+    splits = question_splits(records, no_context)
+    for name, summary in results.items():
+        summary["splits"] = split_scores(name, summary, splits, likelihoods, seed)
     config = {key: value for key, value in asdict(settings).items() if key != "base_factory"}
-    config.update(methods=list(methods), icl_template=ICL_TEMPLATE, base_model=getattr(model, "name_or_path", None))
-    return {"num_records": len(records), "methods": results, "config": config}
+    config.update(
+        methods=list(methods),
+        icl_templates={name: ICL_TEMPLATES[name] for name in methods if name in ICL_TEMPLATES},
+        likelihood=likelihood,
+        base_model=getattr(model, "name_or_path", None),
+    )
+    output = {"num_records": len(records), "methods": results, "splits": splits, "config": config}
+    output["gap_closure"] = gap_closure(output)
+    return output
+
+
+def _reference_none(reference: dict[str, Any] | None, records: Sequence[Record]) -> list[dict] | None:
+    """The `none` per-item results of `reference`, checked to be about the same records; None without a reference."""
+    if reference is None:
+        return None
+    items = reference.get("methods", {}).get("none", {}).get("predictions")
+    if items is None:
+        raise ValueError("The reference results hold no 'none' method; evaluate the baseline with methods=('none',).")
+    if [item["question"] for item in items] != [record["question"] for record in records]:
+        raise ValueError("The reference results were computed on other records (questions differ); use the same file.")
+    return items
 
 
 def _evaluate_method(
@@ -521,21 +690,37 @@ def _percent(summary: dict[str, float]) -> str:
     return f"{100 * summary['mean']:.1f}"
 
 
+def _with_ci(score: dict[str, float]) -> str:
+    return f"{_percent(score)} [{100 * score['ci_low']:.1f}, {100 * score['ci_high']:.1f}]"
+
+
 def markdown_table(results: dict[str, Any]) -> str:
-    """A Markdown table of the results: method | F1 (95% CI) | EM | [accuracy |] adapt s/context | gen s/question."""
+    """A Markdown table of the results: method | F1 (95% CI) | EM | [accuracy |] F1 per split | [likelihood gain
+    per token / first token |] adapt s/context | gen s/question, then the gap closure when it is defined."""
     methods = results["methods"]
+    splits = results.get("splits", {})
     with_accuracy = any("accuracy" in summary for summary in methods.values())
+    with_likelihood = any("likelihood" in summary for summary in methods.values())
     header = ["method", "F1 (95% CI)", "EM"] + (["accuracy"] if with_accuracy else [])
-    lines = ["| " + " | ".join(header + ["adapt s/context", "gen s/question"]) + " |"]
-    lines.append("|" + "---|" * (len(header) + 2))
+    header += [f"F1 {name} (n={len(indices)})" for name, indices in splits.items()]
+    header += ["LL gain nats/token", "LL gain first token"] if with_likelihood else []
+    header += ["adapt s/context", "gen s/question"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, summary in methods.items():
-        score = summary["f1"]
-        cells = [name, f"{_percent(score)} [{100 * score['ci_low']:.1f}, {100 * score['ci_high']:.1f}]"]
-        cells.append(_percent(summary["em"]))
+        cells = [name, _with_ci(summary["f1"]), _percent(summary["em"])]
         if with_accuracy:
             cells.append(_percent(summary["accuracy"]) if "accuracy" in summary else "-")
+        cells += [_with_ci(summary["splits"][split]["f1"]) for split in splits]
+        if with_likelihood:
+            gain = summary.get("likelihood", {})
+            cells += [f"{gain[key]:+.3f}" if key in gain else "-" for key in ("gain_per_token", "gain_first_token")]
         cells += [f"{summary['adapt_seconds_per_context']:.4f}", f"{summary['generate_seconds_per_question']:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    closure = results.get("gap_closure")
+    if closure and closure["closure"] is not None:
+        lines.append(
+            f"\nGap closure (shine - none) / ({closure['best_in_prompt']} - none): {100 * closure['closure']:.1f}%"
+        )
     return "\n".join(lines) + "\n"
 
 

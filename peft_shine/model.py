@@ -130,6 +130,7 @@ class ShineModel(BaseTuner):
         self.current_context: AbsorbedContext | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self.skipped_batches = {"no_answer_tokens": 0, "non_finite_loss": 0}
+        self.train_encoder = True  # False: the context encode pass runs without gradients (see generate_lora)
         self._structure = structure
         self._target_keys = {
             structure.module_path(i, name): module_key(i, name)
@@ -229,11 +230,26 @@ class ShineModel(BaseTuner):
     def generate_lora(
         self, context_input_ids: torch.Tensor, context_attention_mask: torch.Tensor, update_statistics: bool = False
     ) -> LoraFactors:
-        """Encode left-padded contexts (B, T) with their memory tokens and map the memory states to LoRA factors.
+        """Encode left-padded contexts (B, T) with their memory tokens and map the memory states to LoRA factors:
+        `encode_memory_states` -> (B, L, M, H) -> hypernetwork -> A (B, in, r), B (B, r, out).
+
+        While `train_encoder` is False (a warm start that trains the M2P alone), the encode pass runs without
+        gradients: no backward through the base model for the context, and the meta-LoRA and memory embeddings get
+        no gradient."""
+        if self.train_encoder or not torch.is_grad_enabled():
+            states = self.encode_memory_states(context_input_ids, context_attention_mask)
+        else:
+            with torch.no_grad():
+                states = self.encode_memory_states(context_input_ids, context_attention_mask)
+        return self.hypernetwork(states, update_statistics=update_statistics)
+
+    def encode_memory_states(
+        self, context_input_ids: torch.Tensor, context_attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Left-padded contexts (B, T) + M memory tokens -> memory states (B, L, M, H).
 
         One pass of the frozen base with the meta-LoRA on; forward hooks take each decoder layer's output at the M
-        memory positions (before the final norm) -> (B, L, M, H) -> hypernetwork -> A (B, in, r), B (B, r, out).
-        """
+        memory positions (before the final norm)."""
         hypernetwork = self.hypernetwork
         num_slots = hypernetwork.num_slots
         batch = context_input_ids.shape[0]
@@ -263,7 +279,7 @@ class ShineModel(BaseTuner):
         finally:
             for hook in hooks:
                 hook.remove()
-        return hypernetwork(torch.stack(memory_states, dim=1), update_statistics=update_statistics)
+        return torch.stack(memory_states, dim=1)
 
     def _install_checkpoint_replay(self) -> None:
         """Make activation checkpointing of the decoder layers replay under the state each layer first ran with."""

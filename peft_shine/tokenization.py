@@ -135,9 +135,20 @@ ICL_TEMPLATE = "{context}\n\nQuestion: {question}"
 """The user turn of the in-context baseline (and of the distillation teacher): context, blank line, question."""
 
 
-def icl_prompt(record: dict) -> str:
-    """The in-context user turn: `ICL_TEMPLATE` filled with the record's `context` and `question`."""
-    return ICL_TEMPLATE.format(context=record["context"], question=record["question"])
+ICL_SHORT_TEMPLATE = (
+    "Answer the question using only the text below. Reply with the shortest phrase copied from the text.\n\n"
+    "Text: {context}\n\nQuestion: {question}"
+)
+"""An in-context user turn that asks for a short answer copied from the text (the prompt a user would write for
+extractive QA; SmolLM2 otherwise answers in full sentences)."""
+
+ICL_TEMPLATES = {"icl": ICL_TEMPLATE, "icl_short": ICL_SHORT_TEMPLATE}
+"""The in-context baselines by method name."""
+
+
+def icl_prompt(record: dict, template: str = ICL_TEMPLATE) -> str:
+    """The in-context user turn: `template` (default `ICL_TEMPLATE`) filled with the record's context and question."""
+    return template.format(context=record["context"], question=record["question"])
 
 
 def question_prompt_ids(tokenizer: PreTrainedTokenizerBase, question: str) -> list[int]:

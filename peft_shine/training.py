@@ -76,6 +76,20 @@ class ShineArguments:
         )
 
 
+@dataclass
+class ScheduleArguments:
+    """Training schedule options of SHINE beyond `TrainingArguments`."""
+
+    freeze_encoder_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Warm start: for the first N steps the context encode pass runs without gradients (the M2P trains "
+            "alone on memory states of the frozen encoder; no backward through the base for the context), then the "
+            "meta-LoRA and memory embeddings train too."
+        },
+    )
+
+
 def split_paths(values: list[str] | None) -> list[str]:
     """Flatten repeated and comma-separated path arguments: ["a,b", "c"] -> ["a", "b", "c"]."""
     return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
@@ -97,21 +111,32 @@ def build_shine_model(
 
 
 class ShineTrainingCallback(TrainerCallback):
-    """Logs the batches SHINE skipped (no answer tokens, non-finite loss) and advances the curriculum.
+    """Logs the batches SHINE skipped (no answer tokens, non-finite loss), advances the curriculum and ends the
+    frozen-encoder warm start after `freeze_encoder_steps` steps (see `ScheduleArguments`).
 
     The curriculum progress of `train_dataset` (an `InstructDataset` built with `curriculum_steps`) is set to
     `global_step / curriculum_steps` when training starts or resumes and before every step. The dataset must be read
     in the training process (`dataloader_num_workers=0`): worker processes hold copies that miss the update.
     """
 
-    def __init__(self, train_dataset=None):
+    def __init__(self, train_dataset=None, freeze_encoder_steps: int = 0):
+        if freeze_encoder_steps < 0:
+            raise ValueError(f"freeze_encoder_steps must be >= 0, got {freeze_encoder_steps}.")
         self.train_dataset = train_dataset
+        self.freeze_encoder_steps = freeze_encoder_steps
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
         self._set_progress(state.global_step)
+        self._set_encoder(model, state.global_step)
 
-    def on_step_begin(self, args, state, control, **kwargs):
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
         self._set_progress(state.global_step)
+        self._set_encoder(model, state.global_step)
+
+    def _set_encoder(self, model, step: int) -> None:
+        tuner = getattr(model, "base_model", None)
+        if tuner is not None and hasattr(tuner, "train_encoder"):
+            tuner.train_encoder = step >= self.freeze_encoder_steps
 
     def _set_progress(self, step: int) -> None:
         steps = getattr(self.train_dataset, "curriculum_steps", None)
@@ -144,6 +169,7 @@ def train_and_save(
     train_dataset,
     data_collator,
     eval_dataset=None,
+    freeze_encoder_steps: int = 0,
 ) -> Trainer:
     """Train with a stock `Trainer`, save the adapter (+ tokenizer) to `output_dir`, push if asked."""
     check_training_arguments(training_args)
@@ -153,7 +179,7 @@ def train_and_save(
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=data_collator,
-        callbacks=[ShineTrainingCallback(train_dataset)],
+        callbacks=[ShineTrainingCallback(train_dataset, freeze_encoder_steps)],
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)

@@ -6,6 +6,7 @@ import torch
 from peft import get_peft_model
 
 from peft_shine import ShineConfig
+from peft_shine.answer_likelihood import answer_log_likelihoods
 from peft_shine.evaluation import (
     MethodRun,
     bootstrap_ci,
@@ -14,15 +15,19 @@ from peft_shine.evaluation import (
     evaluate,
     exact_match,
     f1,
+    gap_closure,
     generate_answers,
+    is_open_vocabulary,
     load_eval_records,
     normalize_answer,
     option_accuracy,
     question_rounds,
+    question_splits,
     save_results,
     summarize_run,
     train_on_context,
 )
+from peft_shine.tokenization import ICL_SHORT_TEMPLATE, question_prompt_ids
 from tests.helpers import build_model
 
 LIGHTHOUSE = "The lighthouse on Marrow Point was built in 1871 by the engineer Clara Vennet."
@@ -261,5 +266,97 @@ def test_save_results_writes_json_and_markdown(results, tmp_path):
     save_results(results, path)
     assert json.loads(path.read_text()) == results
     table = path.with_suffix(".md").read_text().splitlines()
-    assert table[0] == "| method | F1 (95% CI) | EM | accuracy | adapt s/context | gen s/question |"
-    assert len(table) == 2 + len(METHODS) and table[2].startswith("| none | ")
+    split_columns = "".join(f"F1 {name} (n={len(indices)}) | " for name, indices in results["splits"].items())
+    assert table[0] == f"| method | F1 (95% CI) | EM | accuracy | {split_columns}adapt s/context | gen s/question |"
+    assert table[2].startswith("| none | ")
+    closure = results["gap_closure"]["closure"]
+    assert len(table) == 2 + len(METHODS) + (2 if closure is not None else 0)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Open-vocabulary split, gap closure, in-prompt prompts, answer likelihoods
+
+
+def test_open_vocabulary_needs_an_answer_word_that_question_and_no_context_answer_lack():
+    record = {"context": "c", "question": "Who built the Marrow lighthouse?", "answers": ["Clara Vennet"]}
+    assert is_open_vocabulary(record, "It was built by a man.")
+    assert not is_open_vocabulary(record, "Clara Vennet, I think")
+    assert not is_open_vocabulary({**record, "answers": ["the Marrow"]}, "")  # "marrow" is in the question
+
+
+def test_question_splits_by_rule_and_by_answer_kind():
+    records = [
+        {"question": "Where?", "answers": ["Zarnow"], "answer_kind": "open"},
+        {"question": "Colour?", "answers": ["red"], "answer_kind": "closed"},
+    ]
+    splits = question_splits(records, ["Paris", "red"])
+    assert splits == {"open_vocabulary": [0], "other": [1], "kind=open": [0], "kind=closed": [1]}
+    assert question_splits(records, None) == {"kind=open": [0], "kind=closed": [1]}
+
+
+def test_gap_closure_against_the_best_in_prompt_prompt_by_hand():
+    def method(value):
+        return {"f1": {"mean": value}}
+
+    results = {"methods": {"none": method(0.1), "icl": method(0.3), "icl_short": method(0.5), "shine": method(0.2)}}
+    assert gap_closure(results) == {"best_in_prompt": "icl_short", "closure": pytest.approx(0.25)}
+    del results["methods"]["shine"]
+    assert gap_closure(results) is None
+
+
+def test_icl_short_puts_the_context_in_the_short_answer_prompt(shine_model, tokenizer):
+    base = build_model("llama", len(tokenizer))
+    prompts = [ICL_SHORT_TEMPLATE.format(context=r["context"], question=r["question"]) for r in RECORDS]
+    short = evaluate(shine_model, tokenizer, RECORDS, methods=["icl_short"], batch_size=2, max_new_tokens=2)
+    expected = generate_answers(base, tokenizer, prompts[:2], 2) + generate_answers(base, tokenizer, prompts[2:], 2)
+    assert [item["prediction"] for item in short["methods"]["icl_short"]["predictions"]] == expected
+    assert short["config"]["icl_templates"] == {"icl_short": ICL_SHORT_TEMPLATE}
+
+
+def manual_log_likelihood(model, tokenizer, prompt, answer):
+    """Sum, count and first value of the answer tokens' log-probs, one unpadded row at a time."""
+    prompt_ids = question_prompt_ids(tokenizer, prompt)
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt_ids + answer_ids])
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+    picked = [log_probs[len(prompt_ids) + i - 1, token].item() for i, token in enumerate(answer_ids)]
+    return sum(picked), len(picked), picked[0]
+
+
+def test_answer_log_likelihoods_match_a_row_by_row_computation(shine_model, tokenizer):
+    shine_model.eval()
+    prompts, answers = ["Who built the lighthouse?", "Where is Mary?"], ["Clara Vennet", "the kitchen"]
+    for context in (None, [LIGHTHOUSE, KITCHEN]):
+        if context:
+            absorbed = shine_model.absorb_context(context, tokenizer=tokenizer)
+        scored = answer_log_likelihoods(shine_model, tokenizer, prompts, answers)
+        for row, (prompt, answer) in enumerate(zip(prompts, answers)):
+            if context:
+                shine_model.use_context(absorbed[row])
+            total, count, first = manual_log_likelihood(shine_model, tokenizer, prompt, answer)
+            assert scored[row]["tokens"] == count
+            assert scored[row]["sum"] == pytest.approx(total, abs=1e-4)
+            assert scored[row]["first"] == pytest.approx(first, abs=1e-4)
+        shine_model.forget()
+
+
+def test_likelihood_gains_and_reference_reuse(shine_model, tokenizer):
+    full = evaluate(shine_model, tokenizer, RECORDS, methods=["none", "shine"], max_new_tokens=2, likelihood=True)
+    shine = full["methods"]["shine"]
+    none_rows = [item["log_likelihood"] for item in full["methods"]["none"]["predictions"]]
+    shine_rows = [item["log_likelihood"] for item in shine["predictions"]]
+    tokens = sum(row["tokens"] for row in shine_rows)
+    expected = (sum(r["sum"] for r in shine_rows) - sum(r["sum"] for r in none_rows)) / tokens
+    assert shine["likelihood"]["gain_per_token"] == pytest.approx(expected)
+    first = sum(a["first"] - b["first"] for a, b in zip(shine_rows, none_rows)) / len(RECORDS)
+    assert shine["likelihood"]["gain_first_token"] == pytest.approx(first)
+    # Scoring SHINE alone against the reference run gives the same splits and gains, without running `none` again.
+    alone = evaluate(
+        shine_model, tokenizer, RECORDS, methods=["shine"], max_new_tokens=2, likelihood=True, reference=full
+    )
+    assert list(alone["methods"]) == ["shine"] and alone["splits"] == full["splits"]
+    assert alone["methods"]["shine"]["likelihood"] == pytest.approx(shine["likelihood"])
+    assert alone["methods"]["shine"]["splits"] == full["methods"]["shine"]["splits"]
+    with pytest.raises(ValueError, match="other records"):
+        evaluate(shine_model, tokenizer, RECORDS[:2], methods=["shine"], max_new_tokens=2, reference=full)

@@ -109,6 +109,48 @@ def test_batches_without_answer_tokens_are_skipped_and_counted(tokenizer):
     assert grads and all(g is not None and not g.any() for g in grads)
 
 
+def test_frozen_encoder_warm_start_trains_the_m2p_alone(tokenizer):
+    model = build_shine(vocab_size=len(tokenizer)).train()
+    batch = ShineDataCollator(tokenizer, 64)([InstructDataset(QA, tokenizer, mode="single")[i] for i in range(2)])
+    tuner = model.base_model
+    results = {}
+    for train_encoder in (True, False):
+        model.zero_grad(set_to_none=True)
+        tuner.train_encoder = train_encoder
+        loss = model(**batch).loss
+        loss.backward()
+        grads = {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
+        results[train_encoder] = loss.item(), grads
+    assert results[False][0] == pytest.approx(results[True][0], rel=1e-5)  # the same forward
+    frozen = results[False][1]
+    encoder = [n for n in frozen if "shine_meta_" in n or n.endswith("memory_embeddings")]
+    m2p = [n for n in frozen if ".m2p." in n]
+    assert encoder and m2p
+    assert all(frozen[n] is None for n in encoder) and all(results[True][1][n] is not None for n in encoder)
+    assert all(frozen[n] is not None for n in m2p) and any(frozen[n].abs().sum() > 0 for n in m2p)
+
+
+def test_callback_ends_the_warm_start_after_freeze_encoder_steps():
+    class Tuner:
+        train_encoder = True
+
+    class Model:
+        base_model = Tuner()
+
+    class State:
+        global_step = 0
+
+    model, state, callback = Model(), State(), ShineTrainingCallback(None, freeze_encoder_steps=2)
+    seen = []
+    for step in range(4):
+        state.global_step = step
+        callback.on_step_begin(None, state, None, model=model)
+        seen.append(model.base_model.train_encoder)
+    assert seen == [False, False, True, True]
+    with pytest.raises(ValueError, match="freeze_encoder_steps"):
+        ShineTrainingCallback(None, freeze_encoder_steps=-1)
+
+
 def test_training_arguments_must_keep_context_columns(tmp_path):
     with pytest.raises(ValueError, match="remove_unused_columns=False"):
         check_training_arguments(TrainingArguments(output_dir=str(tmp_path), report_to="none"))
