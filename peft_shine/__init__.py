@@ -8,6 +8,7 @@ from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPIN
 
 from .absorbed import AbsorbedContext
 from .config import SHINE_PEFT_TYPE, ShineConfig
+from .corpus import absorb_corpus, load_absorbed
 from .hypernetwork import ShineHypernetwork, SlicingPlan, context_variance_share
 from .layer import ShineLinear
 from .model import ShineModel
@@ -29,6 +30,8 @@ __all__ = [
     "ShineLinear",
     "ShineModel",
     "SlicingPlan",
+    "absorb_corpus",
     "context_variance_share",
+    "load_absorbed",
 ]
 __version__ = "0.1.0"

@@ -3,6 +3,7 @@
     peft-shine demo [--num-questions N]
     peft-shine eval --data FILE.jsonl[.gz] --methods none,icl,sft,shine --limit N --output results.json
     peft-shine absorb FILE... --output DIR [--base B --adapter A]
+    peft-shine absorb-corpus --data DOCS.jsonl[.gz]|DATASET --output DIR [--format folders|shards] [--on-error skip]
     peft-shine ask "question" (--adapter DIR | --context-file FILE) [--base B]
     peft-shine web [--base B --adapter A] [--host 127.0.0.1 --port 7860]   (needs peft-shine[web])
 
@@ -22,7 +23,7 @@ from peft import PeftConfig, PeftModel
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from .defaults import DEFAULT_ADAPTER_DIR, load_base, load_default
+from .defaults import DEFAULT_ADAPTER_DIR, DEFAULT_MODEL_NAME, load_base, load_default
 from .evaluation import evaluate, generate_answers, load_eval_records, markdown_table, save_results
 from .tokenization import ICL_TEMPLATE
 
@@ -133,6 +134,41 @@ def run_absorb(args: argparse.Namespace) -> None:
         )
 
 
+def run_absorb_corpus(args: argparse.Namespace) -> None:
+    from .corpus import absorb_corpus
+
+    model, _ = load_shine(args.base, args.adapter)
+    if args.chunk_combination is not None:
+        model.peft_config[model.active_adapter].chunk_combination = args.chunk_combination
+    default = args.base is None and args.adapter is None
+    try:
+        summary = absorb_corpus(
+            model,
+            args.data,
+            args.output,
+            text_field=args.text_field,
+            id_field=args.id_field,
+            split=args.split,
+            format=args.format,
+            batch_size=args.batch_size,
+            window=args.window,
+            shard_size=args.shard_size,
+            max_rank=args.max_rank,
+            on_error=args.on_error,
+            base_model=args.base_model or (f"HuggingFaceTB/{DEFAULT_MODEL_NAME}" if args.base is None else None),
+            adapter_name="peft-shine default hypernetwork" if default else args.adapter or "peft-shine default",
+        )
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from None
+    skipped = len(summary.skipped)
+    print(
+        f"{summary.absorbed} documents absorbed ({summary.reused} already done), {skipped} "
+        f"record{'' if skipped == 1 else 's'} skipped, in {summary.seconds:.1f} s "
+        f"({summary.documents_per_second:.2f} documents/s) -> {summary.output}"
+        + (f"; index: {summary.output / 'index.jsonl'}" if summary.merged else f" (rank {summary.rank})")
+    )
+
+
 def run_ask(args: argparse.Namespace) -> None:
     if args.context_file:
         model, _ = load_shine(args.base, args.adapter)
@@ -209,6 +245,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     absorb.set_defaults(run=run_absorb)
 
+    corpus = commands.add_parser(
+        "absorb-corpus", help="absorb every document of a corpus into its own plain PEFT LoRA (resumable)"
+    )
+    corpus.add_argument("--data", required=True, help="JSONL(.gz), a `datasets` folder, or a Hub dataset id")
+    corpus.add_argument("--split", help="dataset split (Hub datasets and DatasetDict folders)")
+    corpus.add_argument("--text-field", default="text")
+    corpus.add_argument("--id-field", default="id")
+    corpus.add_argument("--output", required=True)
+    corpus.add_argument("--format", choices=["folders", "shards"], default="folders")
+    corpus.add_argument("--batch-size", type=int, default=8, help="documents per encode batch")
+    corpus.add_argument("--window", type=int, help="documents sorted by length together (default 16 batches)")
+    corpus.add_argument("--shard-size", type=int, default=256, help="documents per shard (--format shards)")
+    corpus.add_argument("--max-rank", type=int, help="compress each adapter to this rank (truncated SVD)")
+    corpus.add_argument("--chunk-combination", choices=["mean", "sum"], help="as for absorb")
+    corpus.add_argument("--on-error", choices=["stop", "skip"], default="stop", help="bad records: stop or skip")
+    corpus.add_argument("--base-model", help="base model name for adapter_config.json and the model cards")
+    corpus.set_defaults(run=run_absorb_corpus)
+
     ask = commands.add_parser("ask", help="answer a question from an exported LoRA or a context file")
     ask.add_argument("question")
     ask.add_argument("--context-file")
@@ -224,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--concurrency", type=int, default=8, help="requests handled at once (the model takes turns)")
     web.set_defaults(run=run_web)
 
-    for command in (evaluation, absorb, ask, web):
+    for command in (evaluation, absorb, corpus, ask, web):
         command.add_argument("--base", help="base model path or Hub id (default: embedded SmolLM2-135M-Instruct)")
         command.add_argument("--adapter", help="SHINE adapter (ask: also an exported LoRA); default: shipped one")
     return parser

@@ -79,7 +79,7 @@ def settings_fingerprint(
     for name, tensor in sorted(shine.state_dict().items()):
         if "shine_" in name:
             digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     config = shine.shine_config
     settings = {
         "base": base_model or getattr(shine.model, "name_or_path", None),
