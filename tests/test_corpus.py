@@ -443,3 +443,20 @@ def test_absorb_corpus_command(tmp_path, saved_base, shine_adapter, capsys):
     assert json.loads((tmp_path / "out" / "c1" / "adapter_config.json").read_text())["r"] == 1
     main(["absorb-corpus", *common, "--output", str(tmp_path / "packed"), "--on-error", "skip", "--format", "shards"])
     assert load_absorbed(tmp_path / "packed", "c2").rank == 2
+
+
+def test_corpus_benchmark_measures_every_mode_and_the_full_run(tmp_path, saved_base, shine_adapter):
+    from benchmarks.corpus.run import main as benchmark
+
+    data = write_jsonl(tmp_path / "docs.jsonl", RECORDS)
+    common = ["--data", str(data), "--base", str(saved_base), "--adapter", str(shine_adapter), "--limit", "8"]
+    benchmark([*common, "--batch_size", "4", "--repeats", "1", "--output_dir", str(tmp_path / "results")])
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    modes = {row["mode"]: row for row in results["modes"]}
+    assert list(modes) == ["one at a time", "batch 4, input order", "batch 4, sorted by length"]
+    assert modes["one at a time"]["padding_share"] == 0 and modes["one at a time"]["speedup"] == 1
+    assert modes["batch 4, sorted by length"]["padding_share"] < modes["batch 4, input order"]["padding_share"]
+    assert results["absorb_corpus"]["documents"] == results["documents"] == 8
+    assert results["batched_vs_one_at_a_time"]["max_abs_difference"] < 1e-6
+    assert {"cpu_model", "load_average_before", "command"} <= results["machine"].keys()
+    assert "documents/s" in (tmp_path / "results" / "results.md").read_text()

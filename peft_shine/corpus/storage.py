@@ -72,10 +72,11 @@ def model_card(absorbed: AbsorbedContext, entry: dict[str, Any], adapter: str | 
     body = f"""
 # SHINE adapter for document `{entry["id"]}`
 
-A plain PEFT LoRA adapter (rank {absorbed.rank}, lora_alpha {absorbed.rank}, no dropout, no bias) for `{base}`.
-It was written in one forward pass by the SHINE hypernetwork `{adapter or "(in memory)"}` after reading the document
-(`{entry["tokens"]}` tokens in {entry["chunks"]} chunk(s);{compressed} text SHA-256 `{entry["sha256"]}`), with
-`peft_shine.absorb_corpus` (`peft-shine absorb-corpus`). The text itself is not stored here.
+A plain PEFT LoRA adapter (rank {absorbed.rank}, lora_alpha {absorbed.rank}, no dropout, no bias) for
+{f"`{base}`" if base else "the base model it was absorbed with"}. It was written in one forward pass by the SHINE
+hypernetwork `{adapter or "(in memory)"}` after reading the document ({entry["tokens"]} tokens in {entry["chunks"]}
+chunk(s);{compressed} text SHA-256 `{entry["sha256"]}`), with `peft_shine.absorb_corpus` (`peft-shine
+absorb-corpus`). The text itself is not stored here.
 
 ```python
 from peft import PeftModel

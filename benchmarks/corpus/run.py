@@ -1,0 +1,189 @@
+"""Corpus absorption throughput: documents/s absorbed one at a time against batched (in input order, and sorted by
+length within a window as `absorb_corpus` does), how far batched adapters are from lone ones, and a full
+`absorb_corpus` run that also writes every folder.
+
+    python benchmarks/corpus/make_paragraphs.py ../shared/data/squad/dev.jsonl runs/corpus/squad_dev_50.jsonl
+    python benchmarks/corpus/run.py --data runs/corpus/squad_dev_50.jsonl --device cpu --output_dir runs/corpus-cpu
+
+Writes `results.json` (measurements and a `machine` block: CPU, cores, load average before and after, versions,
+command line) and `results.md` to `--output_dir`. Without `--base`/`--adapter` the embedded default is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import peft
+import torch
+import transformers
+
+from peft_shine.cli import load_shine
+from peft_shine.corpus import absorb_corpus, iter_absorbed, padding_share, plan_batches, read_corpus
+from peft_shine.corpus.batching import count_tokens
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (else `platform.processor()`)."""
+    try:
+        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
+    except OSError:
+        match = None
+    return match.group(1).strip() if match else platform.processor() or "unknown"
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(model, documents, batches, device: torch.device, repeats: int) -> tuple[float, list]:
+    """Median seconds over `repeats` runs of absorbing every document with the batch plan `batches`; the adapters of
+    the last run, in document order."""
+    times, results = [], []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        results = list(iter_absorbed(model, documents, batches=batches))
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    order = {doc.id: i for i, doc in enumerate(documents)}
+    return statistics.median(times), sorted(results, key=lambda item: order[item.document.id])
+
+
+def largest_difference(first: list, second: list) -> tuple[float, float]:
+    """(max |a - b| over all factors of all documents, max |a|): how far two runs' adapters are apart."""
+    difference, size = 0.0, 0.0
+    for one, two in zip(first, second, strict=True):
+        for key, (a, b) in one.absorbed.factors.items():
+            a2, b2 = two.absorbed.factors[key]
+            difference = max(difference, (a - a2).abs().max().item(), (b - b2).abs().max().item())
+            size = max(size, a.abs().max().item(), b.abs().max().item())
+    return difference, size
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else args.device)
+    load_before = os.getloadavg()
+    model, tokenizer = load_shine(args.base, args.adapter)
+    model.to(device)
+    documents = read_corpus(args.data, text_field=args.text_field, id_field=args.id_field)[0][: args.limit]
+    counts = count_tokens(documents, tokenizer)
+    list(iter_absorbed(model, documents[: args.batch_size], batch_size=args.batch_size))  # warm-up
+    plans = {
+        "one at a time": plan_batches(counts, 1),
+        f"batch {args.batch_size}, input order": plan_batches(counts, args.batch_size, args.batch_size),
+        f"batch {args.batch_size}, sorted by length": plan_batches(counts, args.batch_size, args.window),
+    }
+    rows, adapters = [], {}
+    for name, plan in plans.items():
+        seconds, adapters[name] = measure(model, documents, plan, device, args.repeats)
+        rows.append(
+            {
+                "mode": name,
+                "seconds": round(seconds, 3),
+                "documents_per_second": round(len(documents) / seconds, 2),
+                "padding_share": round(padding_share(counts, plan), 4),
+            }
+        )
+    for row in rows:
+        row["speedup"] = round(row["documents_per_second"] / rows[0]["documents_per_second"], 2)
+    difference, size = largest_difference(adapters["one at a time"], adapters[rows[-1]["mode"]])
+    with tempfile.TemporaryDirectory() as folder:
+        synchronize(device)
+        start = time.perf_counter()
+        records = [{"id": doc.id, "text": doc.text} for doc in documents]
+        summary = absorb_corpus(model, records, Path(folder) / "out", batch_size=args.batch_size, progress=False)
+        synchronize(device)
+        corpus_seconds = time.perf_counter() - start
+    return {
+        "documents": len(documents),
+        "tokens": {"mean": round(statistics.mean(counts), 1), "min": min(counts), "max": max(counts)},
+        "modes": rows,
+        "batched_vs_one_at_a_time": {"max_abs_difference": difference, "max_abs_factor": size},
+        "absorb_corpus": {
+            "documents": summary.absorbed,
+            "seconds": round(corpus_seconds, 3),
+            "documents_per_second": round(summary.absorbed / corpus_seconds, 2),
+            "batch_size": args.batch_size,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_model": cpu_model(),
+            "cpu_cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+            "command": shlex.join(sys.orig_argv),
+        },
+        "model": {"base": args.base or "default", "adapter": args.adapter or "default"},
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results as Markdown tables."""
+    tokens = results["tokens"]
+    lines = [
+        f"{results['documents']} documents, {tokens['mean']} tokens on average ({tokens['min']}-{tokens['max']}), "
+        f"{results['machine']['device_name']} ({results['machine']['device']}).",
+        "",
+        "| mode | seconds | documents/s | speed-up | padding |",
+        "|---|---|---|---|---|",
+    ]
+    for row in results["modes"]:
+        lines.append(
+            f"| {row['mode']} | {row['seconds']} | {row['documents_per_second']} | {row['speedup']}x | "
+            f"{100 * row['padding_share']:.1f}% |"
+        )
+    corpus, agreement = results["absorb_corpus"], results["batched_vs_one_at_a_time"]
+    lines += [
+        "",
+        f"`absorb_corpus` (batch {corpus['batch_size']}, folders + model cards + index written): "
+        f"{corpus['seconds']} s, {corpus['documents_per_second']} documents/s.",
+        "",
+        f"Batched (sorted) vs one at a time: largest factor difference {agreement['max_abs_difference']:.3g} "
+        f"(largest factor {agreement['max_abs_factor']:.3g}).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="JSON Lines corpus (make_paragraphs.py)")
+    parser.add_argument("--text_field", default="text")
+    parser.add_argument("--id_field", default="id")
+    parser.add_argument("--limit", type=int, default=None, help="first N documents")
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--window", type=int, default=None, help="documents sorted together (default 16 batches)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--base")
+    parser.add_argument("--adapter")
+    parser.add_argument("--output_dir", required=True)
+    args = parser.parse_args(argv)
+    results = run(args)
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (output / "results.md").write_text(markdown(results), encoding="utf-8")
+    print(markdown(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
