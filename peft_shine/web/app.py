@@ -1,0 +1,217 @@
+"""The Gradio page: absorb documents, ask about them in a chat, compare, compose, download a plain PEFT LoRA.
+
+Each browser session keeps its documents (`WebSession`, in a `gr.State`); the shared model is driven through
+`ShineEngine`, which sets a session's context under a lock for exactly one request. API names (for `gradio_client`):
+`/absorb`, `/ask`, `/export`, `/remove`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+from peft import PeftModel  # noqa: E402
+from transformers import PreTrainedTokenizerBase  # noqa: E402
+
+from .about import describe_limits, describe_model  # noqa: E402
+from .engine import ShineEngine  # noqa: E402
+from .inputs import InputError, WebLimits, check_question, check_text, read_upload  # noqa: E402
+from .session import WebSession  # noqa: E402
+
+EXPORT_MAX_AGE_S = 3600
+COMPARE_LABEL = "Compare: also answer without context and with the document(s) in the prompt"
+
+
+def format_answer(shine: str, without: str | None = None, in_prompt: str | None = None) -> str:
+    """The chat's reply: SHINE's answer alone, or with the two comparison answers on labelled lines."""
+    if without is None:
+        return shine
+    return f"SHINE (absorbed): {shine}\nWithout context: {without}\nDocument in the prompt: {in_prompt}"
+
+
+def _shown_on_page(handler):
+    """Turn `InputError` (and the model's own ValueError about an input) into a `gr.Error` the page shows; the
+    session and every output stay as they were."""
+
+    @functools.wraps(handler)
+    def wrapper(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except (InputError, ValueError) as error:
+            raise gr.Error(str(error), duration=None, print_exception=False) from None
+
+    return wrapper
+
+
+def _documents_markdown(session: WebSession, limits: WebLimits) -> str:
+    if not session.documents:
+        return "No document absorbed yet."
+    lines = [f"- {document.summary()}" for document in session.documents.values()]
+    return "\n".join([*lines, f"\n{len(session.documents)} of {limits.max_documents} documents in this session."])
+
+
+def _describe_given(model: PeftModel) -> str:
+    """`describe_model` for a model handed to `build_app` in code: named by its base and adapter sources."""
+    shine = model.base_model
+    base = getattr(shine.model, "name_or_path", "") or "a base model given in code"
+    adapter = getattr(shine.shine_config, "_adapter_source", None) or "a SHINE model given in code"
+    return describe_model(model, str(base), str(adapter))
+
+
+class WebApp:
+    """Handlers of the page, bound to one engine and one set of limits."""
+
+    def __init__(self, engine: ShineEngine, limits: WebLimits) -> None:
+        self.engine = engine
+        self.limits = limits
+        self.export_dir = Path(tempfile.mkdtemp(prefix="peft-shine-web-"))
+
+    def absorb(self, text, upload, name, session: WebSession, progress=gr.Progress()):  # noqa: B008
+        """Paste or upload -> a new document of the session. Returns (stats, document choices, paste, upload,
+        name, session)."""
+        text = text or ""
+        if upload and text.strip():
+            raise InputError("Both a pasted text and a file are given; clear one of them, then press 'Absorb'.")
+        if upload:
+            stem, text = read_upload(upload, self.limits)
+        else:
+            stem, text = "pasted text", check_text(text, self.limits)
+        session.check_room(self.limits.max_documents)
+        progress(0.0, desc="Waiting for the model (another request is using it)" if self.engine.busy else "Reading")
+        tokens, chunks = self.engine.measure(text)
+        progress(0.2, desc=f"Absorbing {tokens:,} tokens in {chunks} chunk(s)")
+        context, seconds = self.engine.absorb(text)
+        document = session.add((name or "").strip() or stem, text, context, seconds)
+        progress(1.0, desc="Absorbed")
+        choices = gr.CheckboxGroup(choices=session.names, value=[document.name])
+        return _documents_markdown(session, self.limits), choices, "", None, "", session
+
+    def ask(self, question, history, chosen, compare, session: WebSession):
+        """A question about the chosen documents (composed when several) -> (chat history, cleared question)."""
+        documents = session.chosen(chosen)
+        question = check_question(question, self.limits)
+        context = self.engine.compose([document.context for document in documents])
+        answer = self.engine.ask(context, question)
+        if compare:
+            without = self.engine.ask(None, question)
+            in_prompt = self.engine.ask_in_prompt([document.text for document in documents], question)
+            answer = format_answer(answer, without, in_prompt)
+        history = [*(history or []), {"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        return history, ""
+
+    def export(self, chosen, session: WebSession) -> str:
+        """The chosen document(s) (composed when several) as a zip of a plain PEFT LoRA -> its path."""
+        documents = session.chosen(chosen)
+        context = self.engine.compose([document.context for document in documents])
+        self._drop_old_exports()
+        stem = re.sub(r"[^\w.+-]+", "_", "+".join(document.name for document in documents))[:80]
+        folder = Path(tempfile.mkdtemp(dir=self.export_dir))
+        return str(self.engine.export_zip(context, folder / f"{stem}-lora.zip"))
+
+    def remove(self, chosen, session: WebSession):
+        """Drop the chosen documents -> (stats, document choices, session)."""
+        session.remove(chosen)
+        return _documents_markdown(session, self.limits), gr.CheckboxGroup(choices=session.names, value=[]), session
+
+    def _drop_old_exports(self) -> None:
+        """Delete exports older than an hour (Gradio serves its own copy of each)."""
+        for folder in self.export_dir.iterdir():
+            if time.time() - folder.stat().st_mtime > EXPORT_MAX_AGE_S:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def build_app(
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    about: str | None = None,
+    limits: WebLimits | None = None,
+) -> gr.Blocks:
+    """The page for one SHINE model (a SHINE `PeftModel` and its base tokenizer); `about` is the Markdown naming
+    what is loaded (default: `describe_model(model)`). Launch it with `launch(demo, limits)`."""
+    limits = limits or WebLimits()
+    handlers = WebApp(ShineEngine(model, tokenizer, max_new_tokens=limits.max_new_tokens), limits)
+    with gr.Blocks(
+        title="peft-shine", analytics_enabled=False, delete_cache=(EXPORT_MAX_AGE_S, EXPORT_MAX_AGE_S)
+    ) as demo:
+        session = gr.State(WebSession(), time_to_live=limits.session_ttl_s)
+        gr.Markdown(
+            "# peft-shine: absorb a document, then ask about it\nSHINE reads the text once and writes a LoRA "
+            "adapter; the answers then come without the document in the prompt."
+        )
+        gr.Markdown(about or _describe_given(model), elem_id="about")
+        gr.Markdown(describe_limits(limits), elem_id="limits")
+        with gr.Row():
+            with gr.Column(scale=2):
+                paste = gr.Textbox(label="Paste a document", lines=8, max_lines=16, elem_id="paste")
+                upload = gr.File(
+                    label="... or upload a .txt / .md file",
+                    file_types=[".txt", ".md"],
+                    type="filepath",
+                    elem_id="upload",
+                    height=120,
+                )
+                name = gr.Textbox(label="Name (optional)", max_lines=1, elem_id="doc-name")
+                absorb = gr.Button("Absorb", variant="primary", elem_id="absorb")
+                documents = gr.CheckboxGroup(
+                    label="Documents (the ticked ones answer; several are composed into one adapter)",
+                    choices=[],
+                    elem_id="documents",
+                )
+                stats = gr.Markdown("No document absorbed yet.", elem_id="stats")
+                with gr.Row():
+                    export = gr.Button("Download ticked as PEFT LoRA (.zip)", elem_id="export")
+                    remove = gr.Button("Remove ticked", elem_id="remove")
+                lora = gr.File(label="Plain PEFT LoRA", interactive=False, elem_id="lora", height=80)
+            with gr.Column(scale=3):
+                chat = gr.Chatbot(label="Questions", render_markdown=False, height=420, elem_id="chat")
+                question = gr.Textbox(label="Question", max_lines=3, elem_id="question")
+                compare = gr.Checkbox(label=COMPARE_LABEL, elem_id="compare")
+                with gr.Row():
+                    ask = gr.Button("Ask", variant="primary", elem_id="ask")
+                    gr.ClearButton([chat], value="Clear chat")
+        absorb.click(
+            _shown_on_page(handlers.absorb),
+            [paste, upload, name, session],
+            [stats, documents, paste, upload, name, session],
+            api_name="absorb",
+        )
+        gr.on(
+            [ask.click, question.submit],
+            _shown_on_page(handlers.ask),
+            [question, chat, documents, compare, session],
+            [chat, question],
+            api_name="ask",
+        )
+        export.click(_shown_on_page(handlers.export), [documents, session], [lora], api_name="export")
+        remove.click(
+            _shown_on_page(handlers.remove), [documents, session], [stats, documents, session], api_name="remove"
+        )
+    return demo
+
+
+def launch(
+    demo: gr.Blocks, limits: WebLimits | None = None, host: str = "127.0.0.1", port: int = 7860, block: bool = True
+) -> str:
+    """Serve `demo` on host:port (Gradio's queue runs up to `limits.concurrency` requests at once; the model takes
+    them in turn). With `block=False` it returns at once (tests). Returns the local URL."""
+    limits = limits or WebLimits()
+    demo.queue(default_concurrency_limit=limits.concurrency)
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        max_file_size=limits.max_upload_bytes,
+        prevent_thread_lock=not block,
+        show_error=True,
+        ssr_mode=False,
+        quiet=not block,
+    )
+    return demo.local_url
