@@ -85,7 +85,15 @@ def main(argv: list[str] | None = None) -> None:
     config = model.peft_config[model.active_adapter]
     # The weight rides in every batch as a python float: the Trainer, accelerate and DDP pass it to forward untouched.
     collator = ShineDataCollator(tokenizer, config.max_context_tokens, config.context_overflow, objective_args.weight)
-    train_and_save(model, training_args, train_dataset, collator, eval_dataset, schedule_args.freeze_encoder_steps)
+    train_and_save(
+        model,
+        training_args,
+        train_dataset,
+        collator,
+        eval_dataset,
+        schedule_args.freeze_encoder_steps,
+        schedule_args.max_train_minutes,
+    )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import time
 from importlib.resources import files
 from pathlib import Path
 
+import torch
 from peft import PeftConfig, PeftModel
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
@@ -92,6 +93,8 @@ def run_demo(args: argparse.Namespace) -> None:
 def run_eval(args: argparse.Namespace) -> None:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     model, tokenizer = load_shine(args.base, args.adapter)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
     records = load_eval_records(args.data, limit=args.limit, seed=args.seed)
     results = evaluate(
         model,
@@ -100,7 +103,7 @@ def run_eval(args: argparse.Namespace) -> None:
         methods=methods,
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
-        base_factory=lambda: load_base(args.base)[0],
+        base_factory=lambda: load_base(args.base)[0].to(device),
         sft_epochs=args.sft_epochs,
         seed=args.seed,
         likelihood=args.likelihood,
@@ -228,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also score the teacher-forced log-likelihood of the gold answer (none / shine / icl)",
     )
+    evaluation.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
     evaluation.add_argument(
         "--reference", help="results JSON of an earlier eval on the same data with 'none': reused for splits and gains"
     )

@@ -4,6 +4,7 @@ and drives the context-length curriculum."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from peft import PeftModel, get_peft_model
@@ -59,12 +60,14 @@ class ShineArguments:
         metadata={"help": "'chunk' (absorb splits long contexts; training raises), 'truncate', 'error'."},
     )
     target_modules: str | None = field(
-        default=None, metadata={"help": "Comma-separated module names (e.g. 'down_proj'); default all linear."}
+        default=None,
+        metadata={"help": "Comma-separated module names (e.g. 'down_proj') or 'all-linear'; default all linear."},
     )
     num_memory_tokens: int | None = field(default=None, metadata={"help": "Memory slots; default ceil(r*D/H)."})
 
     def to_config(self) -> ShineConfig:
         targets = [name.strip() for name in self.target_modules.split(",")] if self.target_modules else None
+        targets = None if targets == ["all-linear"] else targets
         return ShineConfig(
             lora_rank=self.lora_rank,
             meta_lora_rank=self.meta_lora_rank,
@@ -87,6 +90,10 @@ class ScheduleArguments:
             "alone on memory states of the frozen encoder; no backward through the base for the context), then the "
             "meta-LoRA and memory embeddings train too."
         },
+    )
+    max_train_minutes: float | None = field(
+        default=None,
+        metadata={"help": "Stop training (and save) after this many minutes of wall time, e.g. on a time-boxed GPU."},
     )
 
 
@@ -119,15 +126,25 @@ class ShineTrainingCallback(TrainerCallback):
     in the training process (`dataloader_num_workers=0`): worker processes hold copies that miss the update.
     """
 
-    def __init__(self, train_dataset=None, freeze_encoder_steps: int = 0):
+    def __init__(self, train_dataset=None, freeze_encoder_steps: int = 0, max_train_minutes: float | None = None):
         if freeze_encoder_steps < 0:
             raise ValueError(f"freeze_encoder_steps must be >= 0, got {freeze_encoder_steps}.")
+        if max_train_minutes is not None and max_train_minutes <= 0:
+            raise ValueError(f"max_train_minutes must be > 0 or None, got {max_train_minutes}.")
         self.train_dataset = train_dataset
         self.freeze_encoder_steps = freeze_encoder_steps
+        self.max_train_minutes = max_train_minutes
+        self._started = time.monotonic()
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._started = time.monotonic()
         self._set_progress(state.global_step)
         self._set_encoder(model, state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.max_train_minutes is not None and time.monotonic() - self._started > 60 * self.max_train_minutes:
+            control.should_training_stop = True
+            control.should_save = True
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         self._set_progress(state.global_step)
@@ -170,6 +187,7 @@ def train_and_save(
     data_collator,
     eval_dataset=None,
     freeze_encoder_steps: int = 0,
+    max_train_minutes: float | None = None,
 ) -> Trainer:
     """Train with a stock `Trainer`, save the adapter (+ tokenizer) to `output_dir`, push if asked."""
     check_training_arguments(training_args)
@@ -179,7 +197,7 @@ def train_and_save(
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=data_collator,
-        callbacks=[ShineTrainingCallback(train_dataset, freeze_encoder_steps)],
+        callbacks=[ShineTrainingCallback(train_dataset, freeze_encoder_steps, max_train_minutes)],
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)

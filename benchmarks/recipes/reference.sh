@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Baselines on the recipe-ablation evaluation sets (300 seeded questions each): no context, the two in-prompt prompts
+# Baselines on the recipe-ablation evaluation sets (300 seeded questions each): no context
 # and the shipped default SHINE, with teacher-forced answer likelihoods. Every ablation arm reuses the `none` results
 # (peft-shine eval --reference) for its open-vocabulary split and likelihood gains.
 # Usage: benchmarks/recipes/reference.sh [SETS_DIR] [OUT_DIR]
@@ -7,6 +7,6 @@ set -euo pipefail
 SETS=${1:-runs/eval-sets}; OUT=${2:-benchmarks/recipes/reference}
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 for name in squad_dev_sentence squad_dev babi_test synthetic; do
-  peft-shine eval --data "$SETS/$name.jsonl" --methods none,icl,icl_short,shine --likelihood --batch-size 16 \
+  peft-shine eval --data "$SETS/$name.jsonl" --methods none,shine --likelihood --batch-size 16 \
     --max-new-tokens 24 --output "$OUT/$name.json"
 done

@@ -27,6 +27,7 @@ state = max(run.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.par
 (out / "log_history.json").write_text(json.dumps(json.loads(state.read_text())["log_history"], indent=1) + "\n")
 PY
 for name in squad_dev_sentence squad_dev babi_test synthetic; do
+  while [ ! -f benchmarks/recipes/reference/$name.json ]; do sleep 30; done  # reference.sh may still be running
   peft-shine eval --data "$SETS/$name.jsonl" --methods shine --likelihood --batch-size 16 --max-new-tokens 24 \
     --adapter "$RUN" --reference benchmarks/recipes/reference/$name.json --output "$OUT/$name.json" | tail -4
 done
