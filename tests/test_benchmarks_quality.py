@@ -24,3 +24,10 @@ def test_paired_gain_refuses_unpaired_records():
     results["methods"]["none"]["predictions"].reverse()
     with pytest.raises(ValueError, match="same records"):
         paired_gain(results, "shine", "none")
+
+
+def test_paired_gain_against_another_adapters_results():
+    new, old = _results([1.0, 1.0, 0.0], [0.0, 0.0, 0.0]), _results([0.0, 1.0, 0.5], [0.0, 0.0, 0.0])
+    gain = paired_gain(new, "shine", "none", other=old)
+    assert gain["gain"] == pytest.approx(100 * (1.0 + 0.0 - 0.5) / 3)
+    assert (gain["wins"], gain["losses"]) == (1, 1)

@@ -4,7 +4,9 @@
         --output_dir runs/eval-sets --size 500
 
 Writes `squad_dev.jsonl` (seeded sample of `--size` questions), `squad_dev_sentence.jsonl` (the same questions with
-only the answer's sentence as context) and `babi_test.jsonl` (seeded sample across all 20 tasks).
+only the answer's sentence as context), `babi_test.jsonl` (seeded sample across all 20 tasks) and `synthetic.jsonl`
+(the first `--size` questions about invented documents of `peft_shine.synthetic` with seed 1000, a seed no training
+recipe here uses: answers the base cannot know).
 """
 
 import argparse
@@ -13,6 +15,9 @@ import random
 from pathlib import Path
 
 from peft_shine.data import load_qa_records, short_context
+from peft_shine.synthetic import synthetic_records
+
+SYNTHETIC_SEED = 1000
 
 
 def sample(records: list[dict], size: int, seed: int) -> list[dict]:
@@ -38,6 +43,7 @@ def main() -> None:
     write(out / "squad_dev.jsonl", squad)
     write(out / "squad_dev_sentence.jsonl", [{**r, "context": short_context(r)} for r in squad])
     write(out / "babi_test.jsonl", sample(load_qa_records(args.babi_test), args.size, args.seed))
+    write(out / "synthetic.jsonl", synthetic_records(args.size // 3, seed=SYNTHETIC_SEED)[: args.size])
 
 
 if __name__ == "__main__":
