@@ -16,7 +16,7 @@ if [ ! -f "$RUN/adapter_model.safetensors" ]; then
     --target_modules down_proj --lora_rank 4 --meta_lora_rank 4 --m2p_layers 2 --max_context_tokens 384 \
     --per_device_train_batch_size 4 --learning_rate 1e-3 --lr_scheduler_type constant_with_warmup --warmup_steps 20 \
     --max_steps "$STEPS" --save_steps 100 --save_total_limit 1 --seed 0 --report_to none --logging_steps 5 \
-    --weight_decay 0.01 --max_grad_norm 1.0 --dataloader_num_workers 0 "$@" 2>&1 | tee "$OUT/train.log" \
+    --weight_decay 0.01 --max_grad_norm 1.0 --dataloader_num_workers 0 "$@" 2>&1 | tee "$RUN.train.log" \
     | grep -v "it/s\]$" || true
   test -f "$RUN/adapter_model.safetensors"
 fi

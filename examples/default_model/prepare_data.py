@@ -4,8 +4,9 @@ bAbI v1.2 train (never the SQuAD dev or bAbI test splits, which are for evaluati
     python examples/default_model/prepare_data.py --squad_train squad/train.jsonl.gz --babi_train babi/train.jsonl.gz \
         --output_dir runs/default-data
 
-Writes `pretrain.jsonl` (SQuAD paragraphs as `text`) and `instruct.jsonl` (SQuAD + bAbI QA records, contexts of at
-most `--max_context_tokens` tokens; longer ones are left out and counted, never cut).
+Writes `pretrain.jsonl` (SQuAD paragraphs as `text`), `pretrain_sentences.jsonl` (the sentences of those paragraphs
+with 6 to 60 words, shuffled: short texts for dense RECON/COMP copy supervision) and `instruct.jsonl` (SQuAD + bAbI QA
+records, contexts of at most `--max_context_tokens` tokens; longer ones are left out and counted, never cut).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from peft_shine.data import load_qa_records
 from peft_shine.defaults import load_default_base
-from peft_shine.tokenization import encode_plain
+from peft_shine.tokenization import encode_plain, sentence_spans
 
 
 def main() -> None:
@@ -46,7 +47,14 @@ def main() -> None:
     with open(out / "pretrain.jsonl", "w") as f:
         for text in paragraphs:
             f.write(json.dumps({"text": text}) + "\n")
+    sentences = [text[start:end].strip() for text in paragraphs for start, end in sentence_spans(text)]
+    sentences = [sentence for sentence in sentences if 6 <= len(sentence.split()) <= 60]
+    random.Random(args.seed).shuffle(sentences)
+    with open(out / "pretrain_sentences.jsonl", "w") as f:
+        for text in sentences:
+            f.write(json.dumps({"text": text}) + "\n")
     print(f"instruct.jsonl: {len(kept)} of {len(records)} records (contexts <= {args.max_context_tokens} tokens)")
+    print(f"pretrain_sentences.jsonl: {len(sentences)} sentences of 6 to 60 words")
     print(f"pretrain.jsonl: {len(paragraphs)} SQuAD paragraphs")
 
 
