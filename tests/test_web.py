@@ -292,23 +292,36 @@ def rss_bytes() -> int:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc (Linux only)")
 def test_soak_300_absorb_and_ask_cycles_keep_rss_growth_under_100_mb(server):
-    user = User(server)
+    """300 absorb + ask cycles by 3 users at once (100 each, every document different; a user removes its documents
+    when its session is full), after 30 warm-up cycles: the RSS of the process (server and clients) grows < 100 MB."""
+    users = [User(server) for _ in range(3)]
 
-    def cycles(count: int, offset: int) -> None:
-        for cycle in range(offset, offset + count):
+    def cycles(user: User, first: int, count: int) -> None:
+        for cycle in range(first, first + count):
             _, choices, *_ = user.absorb(f"{CONTEXTS[cycle % 3]} Cycle {cycle}.")
             assert user.answer(QUESTIONS[cycle % 20], choices["value"])
             if len(choices["choices"]) == LIMITS.max_documents:
                 user.remove(names(choices))
 
-    cycles(20, 0)
+    def run(per_user: int, offset: int) -> None:
+        threads = [
+            threading.Thread(target=cycles, args=(user, offset + index * per_user, per_user))
+            for index, user in enumerate(users)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    run(10, 0)
     gc.collect()
     before = rss_bytes()
-    started = time.perf_counter()
-    cycles(300, 20)
+    started, cpu = time.perf_counter(), time.process_time()
+    run(100, 1000)
     gc.collect()
     growth = rss_bytes() - before
-    print(f"soak: 300 absorb+ask cycles in {time.perf_counter() - started:.1f} s, RSS growth {growth / MB:.1f} MB")
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    print(f"soak: 300 absorb+ask cycles in {seconds:.1f} s ({cpu:.1f} s CPU), RSS growth {growth / MB:.1f} MB")
     assert growth < 100 * MB
 
 
