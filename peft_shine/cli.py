@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--id-field", default="id")
     corpus.add_argument("--output", required=True)
     corpus.add_argument("--format", choices=["folders", "shards"], default="folders")
-    corpus.add_argument("--batch-size", type=int, default=8, help="documents per encode batch")
+    corpus.add_argument("--batch-size", type=int, help="documents per encode batch (default: 1 on CPU, 8 on GPU)")
     corpus.add_argument("--window", type=int, help="documents sorted by length together (default 16 batches)")
     corpus.add_argument("--shard-size", type=int, default=256, help="documents per shard (--format shards)")
     corpus.add_argument("--max-rank", type=int, help="compress each adapter to this rank (truncated SVD)")

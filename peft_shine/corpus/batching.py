@@ -21,6 +21,7 @@ from ..tokenization import encode_plain
 from .records import Document
 
 DEFAULT_WINDOW_BATCHES = 16  # default window: this many batches of documents are sorted by length together
+DEFAULT_BATCH_SIZE = {"cpu": 1, "other": 8}  # on CPU batching measured no faster (benchmarks/corpus/README.md)
 
 
 def shine_model_of(model: PeftModel | ShineModel) -> ShineModel:
@@ -29,6 +30,13 @@ def shine_model_of(model: PeftModel | ShineModel) -> ShineModel:
     if not isinstance(tuner, ShineModel):
         raise TypeError(f"Expected a SHINE model (PeftModel with a SHINE adapter), got {type(model).__name__}.")
     return tuner
+
+
+def default_batch_size(model: PeftModel | ShineModel) -> int:
+    """Documents per batch when none is given: 1 on CPU (batching measured no faster there, and unbatched adapters
+    are bit-identical to lone absorbs), 8 on an accelerator."""
+    device = next(shine_model_of(model).model.parameters()).device
+    return DEFAULT_BATCH_SIZE["cpu" if device.type == "cpu" else "other"]
 
 
 def plan_batches(token_counts: Sequence[int], batch_size: int, window: int | None = None) -> list[list[int]]:
@@ -80,7 +88,7 @@ def iter_absorbed(
     model: PeftModel | ShineModel,
     documents: Sequence[Document],
     *,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     window: int | None = None,
     max_rank: int | None = None,
     tokenizer: PreTrainedTokenizerBase | None = None,
@@ -90,9 +98,11 @@ def iter_absorbed(
     """Absorb `documents` in planned batches and yield each one's adapter.
 
     Each adapter is what `model.absorb_context(document.text)` alone returns (compressed to `max_rank`, default the
-    config's `max_lora_rank`, per document exactly as a lone absorb would), up to float rounding: the left padding
-    of a batch changes the encode pass's float sums by about one unit in the last place (measured on CPU: at most
-    2e-8 on factors of size ~0.08; documents without padding in their batch come out bit-identical).
+    config's `max_lora_rank`, per document exactly as a lone absorb would). With `batch_size` 1 (the default on CPU,
+    see `default_batch_size`) it is bit-identical. In a larger batch, the left padding of shorter documents changes
+    the shapes of the encode pass's matmuls and so the float rounding: measured, at most 2e-8 on the tiny test model,
+    and on the shipped default a relative update error ||D_batched - D_alone|| / ||D_alone|| of about 1e-4
+    (benchmarks/corpus/README.md); a document that needs no padding in its batch comes out bit-identical.
 
     Args:
         batches: the batch plan (positions into `documents`); default `plan_batches` over all documents.
@@ -105,6 +115,7 @@ def iter_absorbed(
     config = shine.shine_config
     max_rank = config.max_lora_rank if max_rank is None else max_rank
     if batches is None:
+        batch_size = batch_size or default_batch_size(shine)
         batches = plan_batches(count_tokens(documents, tokenizer), batch_size, window)
     previous, configured_rank = shine.current_context, config.max_lora_rank
     config.max_lora_rank = None  # compress per document below, as a lone absorb would, not per batch

@@ -22,11 +22,19 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from ..model import ShineModel
-from .batching import AbsorbedDocument, count_tokens, iter_absorbed, plan_batches, shine_model_of
+from .batching import (
+    AbsorbedDocument,
+    count_tokens,
+    default_batch_size,
+    iter_absorbed,
+    plan_batches,
+    shine_model_of,
+)
 from .index import PARTS, append_entries, is_finished, known_entries, mark_done, merge_index, wait_for_ranks
 from .records import Document, SkippedRecord, read_corpus
 from .storage import (
     MANIFEST,
+    TEMP_PREFIX,
     read_shard_adapter,
     read_shard_header,
     shard_name,
@@ -108,8 +116,9 @@ def _check_output(directory: Path, format: str) -> None:
         found = json.loads(manifest.read_text(encoding="utf-8")).get("format")
         if found != format:
             raise ValueError(f"{directory} holds a {found!r} corpus; write format={format!r} to another folder.")
-    elif directory.is_dir() and any(directory.iterdir()) and not (directory / PARTS).is_dir():
-        raise ValueError(f"{directory} is not empty and is not an absorb_corpus output; choose another folder.")
+    elif directory.is_dir() and not (directory / PARTS).is_dir():
+        if any(not path.name.startswith(TEMP_PREFIX) for path in directory.iterdir()):
+            raise ValueError(f"{directory} is not empty and is not an absorb_corpus output; choose another folder.")
 
 
 def _entry(item: AbsorbedDocument, rank: int, fingerprint: str, location: dict[str, str]) -> dict[str, Any]:
@@ -139,7 +148,7 @@ def absorb_corpus(
     id_field: str = "id",
     split: str | None = None,
     format: str = "folders",
-    batch_size: int = 8,
+    batch_size: int | None = None,
     window: int | None = None,
     shard_size: int = 256,
     max_rank: int | None = None,
@@ -159,8 +168,8 @@ def absorb_corpus(
             or an iterable of dicts; `text_field` / `id_field` name the fields (see `read_corpus`).
         format: "folders" (`output/<id>/`, a plain PEFT LoRA + model card each) or "shards" (`shard_size` documents
             per safetensors file; read back with `load_absorbed`).
-        batch_size, window: documents per encode batch, and how many consecutive documents are sorted by length
-            together (see `plan_batches`).
+        batch_size, window: documents per encode batch (default: `default_batch_size`, 1 on CPU, 8 on a GPU), and
+            how many consecutive documents are sorted by length together (see `plan_batches`).
         max_rank: compress each adapter above this rank (default: the config's `max_lora_rank`).
         on_error: "stop" (first bad record raises, nothing is written) or "skip" (bad records are listed in the index).
         base_model: the base model name written to adapter_config.json and the model card (default: the base's
@@ -176,8 +185,9 @@ def absorb_corpus(
     rank, world_size = process_rank(rank, world_size)
     directory = Path(output)
     _check_output(directory, format)
-    directory.mkdir(parents=True, exist_ok=True)
+    (directory / PARTS).mkdir(parents=True, exist_ok=True)  # marks the folder as ours before anything is written
     shine = shine_model_of(model)
+    batch_size = batch_size or default_batch_size(shine)
     tokenizer = shine.resolve_tokenizer(tokenizer)
     max_rank = shine.shine_config.max_lora_rank if max_rank is None else max_rank
     fingerprint = settings_fingerprint(shine, tokenizer, max_rank, base_model)

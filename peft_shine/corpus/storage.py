@@ -223,7 +223,7 @@ class CorpusReader:
         else:
             folder = self.directory / entry["path"]
             with safe_open(str(folder / "adapter_model.safetensors"), framework="pt") as tensors:
-                state = {name: tensors.get_tensor(name) for name in tensors.keys()}  # noqa: SIM118
+                state = {name: tensors.get_tensor(name) for name in tensors.keys()}
             info = entry
         return absorbed_from_state(state, self.manifest["module_paths"], info, base)
 
