@@ -34,6 +34,9 @@ from peft_shine.tokenization import ICL_TEMPLATE  # noqa: E402
 from peft_shine.web import ShineEngine, WebLimits, build_app, format_answer, launch  # noqa: E402
 from tests.helpers import CONTEXTS, build_model, build_shine  # noqa: E402
 
+# gradio 6.31's queue calls pandas options that pandas 3 deprecates, once per request: noise, not ours
+pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")
+
 LIMITS = WebLimits(max_new_tokens=8, max_documents=4)
 QUESTIONS = [f"Question {i}: who built it, and when?" for i in range(20)]
 SAMPLE = (files("peft_shine") / "assets" / "sample_document.md").read_text(encoding="utf-8")

@@ -136,7 +136,8 @@ def build_app(
     limits: WebLimits | None = None,
 ) -> gr.Blocks:
     """The page for one SHINE model (a SHINE `PeftModel` and its base tokenizer); `about` is the Markdown naming
-    what is loaded (default: `describe_model(model)`). Launch it with `launch(demo, limits)`."""
+    what is loaded (default: the base's `name_or_path` and the adapter's source, via `describe_model`). Launch it with
+    `launch(demo, limits)`."""
     limits = limits or WebLimits()
     handlers = WebApp(ShineEngine(model, tokenizer, max_new_tokens=limits.max_new_tokens), limits)
     with gr.Blocks(
