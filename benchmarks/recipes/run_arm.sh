@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # One arm of the recipe ablation: stage 2 from scratch on a fixed budget of training contexts (same data order for
-# every arm on the same data: --seed 0), then the arm's SHINE answers on the four evaluation sets (300 questions each)
-# scored against benchmarks/recipes/reference (open-vocabulary split, likelihood gains).
+# every arm on the same data: --seed 0), then the arm's SHINE answers on the four evaluation sets (a seeded LIMIT of
+# their questions, default 100) scored against benchmarks/recipes/reference (open-vocabulary split, likelihood gains).
 # Usage: benchmarks/recipes/run_arm.sh NAME STEPS [instruct.py flags that override the defaults below ...]
 # e.g.   benchmarks/recipes/run_arm.sh a_today 300
 #        benchmarks/recipes/run_arm.sh c_up_down 300 --target_modules up_proj,down_proj
 set -euo pipefail
 NAME=${1:?arm name}; STEPS=${2:?training steps (4 contexts each)}; shift 2
 RUN=runs/recipes/$NAME; OUT=benchmarks/recipes/arms/$NAME; SETS=${SETS:-runs/eval-sets}
-DATA=${DATA:-runs/data/instruct.jsonl}
+DATA=${DATA:-runs/data/instruct.jsonl}; LIMIT=${LIMIT:-100}
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$OUT"
 if [ ! -f "$RUN/adapter_model.safetensors" ]; then
@@ -28,6 +28,7 @@ state = max(run.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.par
 PY
 for name in squad_dev_sentence squad_dev babi_test synthetic; do
   while [ ! -f benchmarks/recipes/reference/$name.json ]; do sleep 30; done  # reference.sh may still be running
-  peft-shine eval --data "$SETS/$name.jsonl" --methods shine --likelihood --batch-size 16 --max-new-tokens 24 \
-    --adapter "$RUN" --reference benchmarks/recipes/reference/$name.json --output "$OUT/$name.json" | tail -4
+  peft-shine eval --data "$SETS/$name.jsonl" --limit "$LIMIT" --methods shine --likelihood --batch-size 16 \
+    --max-new-tokens 24 --adapter "$RUN" --reference benchmarks/recipes/reference/$name.json \
+    --output "$OUT/$name.json" | tail -4
 done
