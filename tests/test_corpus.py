@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -209,9 +210,14 @@ def test_batched_adapters_equal_lone_absorbs_up_to_float_rounding(model):
 def test_each_folder_is_exactly_save_pretrained_plus_a_model_card(tmp_path, model):
     summary = absorb_corpus(model, RECORDS[:4], tmp_path / "out", batch_size=1, base_model="org/tiny-base")
     assert summary.absorbed == 4 and summary.merged
+    mask = os.umask(0)
+    os.umask(mask)
     for record in RECORDS[:4]:
         folder = tmp_path / "out" / record["id"]
         assert sorted(p.name for p in folder.iterdir()) == sorted([*ADAPTER_FILES, "README.md"])
+        # readable by a server running as another user, as the umask allows (not private like temporary files)
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~mask
+        assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {0o666 & ~mask}
         alone = model.absorb_context(record["text"])
         alone.base_model_name_or_path = "org/tiny-base"
         alone.save_pretrained(tmp_path / "alone")
@@ -275,6 +281,11 @@ def test_shards_hold_every_adapter_and_load_absorbed_reads_only_one(tmp_path, mo
     absorb_corpus(model, RECORDS, tmp_path / "folders", **OPTIONS)
     absorb_corpus(model, RECORDS, tmp_path / "shards", format="shards", **OPTIONS)
     shard_files = sorted((tmp_path / "shards" / "shards").iterdir())
+    mask = os.umask(0)
+    os.umask(mask)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in [*shard_files, tmp_path / "shards" / "index.jsonl"]} == {
+        0o666 & ~mask
+    }
     assert [p.name for p in shard_files] == [f"shard-0000{k}.safetensors" for k in range(3)]  # 12 documents, 5 each
     metadata, ids = storage.read_shard_header(shard_files[1])
     assert ids == [r["id"] for r in RECORDS[5:10]]

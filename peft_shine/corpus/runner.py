@@ -250,7 +250,8 @@ class _Run:
     def _bar(self, total: int) -> tqdm:
         rank, world_size = self.summary.rank, self.summary.world_size
         name = "absorbing" if world_size == 1 else f"absorbing (rank {rank}/{world_size})"
-        return tqdm(total=total, desc=name, unit=" docs", disable=not self.progress)
+        layout = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]"  # always documents/s
+        return tqdm(total=total, desc=name, unit=" documents", bar_format=layout, disable=not self.progress)
 
     def _absorb(self, documents: list[Document], batches: list[list[int]], wanted: set[int]):
         for item in iter_absorbed(

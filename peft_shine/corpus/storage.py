@@ -35,6 +35,21 @@ TEMP_PREFIX = ".tmp-"
 CARD_TAGS = ["peft", "lora", "shine", "peft-shine", "absorbed-context"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_readable(path: Path) -> None:
+    """Give `path` (and a folder's files) the permissions the umask allows, as a plain `open` would: temporary files
+    and folders are created private (0600 / 0700, also by safetensors), and a server running as another user must
+    be able to read the adapters."""
+    mask = _umask()
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
+
+
 def shard_name(index: int) -> str:
     """Relative path of shard `index`, e.g. "shards/shard-00003.safetensors"."""
     return f"{SHARD_DIR}/shard-{index:05d}.safetensors"
@@ -51,6 +66,7 @@ def write_json_atomic(path: Path, payload: Any, lines: bool = False) -> None:
             json.dump(payload, out, indent=2, ensure_ascii=False)
         out.flush()
         os.fsync(out.fileno())
+    make_readable(Path(temp))
     os.replace(temp, path)
 
 
@@ -75,8 +91,8 @@ def model_card(absorbed: AbsorbedContext, entry: dict[str, Any], adapter: str | 
 A plain PEFT LoRA adapter (rank {absorbed.rank}, lora_alpha {absorbed.rank}, no dropout, no bias) for
 {f"`{base}`" if base else "the base model it was absorbed with"}. It was written in one forward pass by the SHINE
 hypernetwork `{adapter or "(in memory)"}` after reading the document ({entry["tokens"]} tokens in {entry["chunks"]}
-chunk(s);{compressed} text SHA-256 `{entry["sha256"]}`), with `peft_shine.absorb_corpus` (`peft-shine
-absorb-corpus`). The text itself is not stored here.
+chunk(s);{compressed} text SHA-256 `{entry["sha256"]}`),
+with `peft_shine.absorb_corpus` / `peft-shine absorb-corpus`. The text itself is not stored here.
 
 ```python
 from peft import PeftModel
@@ -107,6 +123,7 @@ def write_folder(directory: Path, absorbed: AbsorbedContext, entry: dict[str, An
         folder = staging / "adapter"
         absorbed.save_pretrained(folder)
         model_card(absorbed, entry, adapter).save(folder / "README.md")
+        make_readable(folder)
         _replace_dir(folder, directory / entry["id"])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -147,6 +164,7 @@ def write_shard(
     os.close(handle)
     try:
         save_file(tensors, temp, metadata)
+        make_readable(Path(temp))
         os.replace(temp, path)
     finally:
         if os.path.exists(temp):
