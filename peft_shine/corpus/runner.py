@@ -209,8 +209,10 @@ def absorb_corpus(
     )
     run.shards(shard_size) if format == "shards" else run.folders()
     summary.seconds = time.perf_counter() - started
+    # what every process of this run agrees on without talking: settings, corpus, and torchrun's id of the run
+    launch = os.environ.get("TORCHELASTIC_RUN_ID")
     run_key = hashlib.sha256(
-        json.dumps([fingerprint, format, world_size, [(d.id, d.sha256) for d in documents]]).encode()
+        json.dumps([fingerprint, format, world_size, launch, [(d.id, d.sha256) for d in documents]]).encode()
     ).hexdigest()
     mark_done(directory, rank, world_size, run_key)
     if rank == 0:
