@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from peft import LoraConfig
@@ -145,6 +146,7 @@ class AbsorbedContext:
         try:
             save_file(self.lora_state_dict(), os.path.join(staging, "adapter_model.safetensors"), {"format": "pt"})
             self.lora_config().save_pretrained(staging)
+            _sort_target_modules(os.path.join(staging, "adapter_config.json"))
             with open(os.path.join(staging, "shine_context.json"), "w") as f:
                 json.dump(
                     {
@@ -155,6 +157,7 @@ class AbsorbedContext:
                     },
                     f,
                 )
+            make_readable(staging)
             if os.path.isdir(save_directory):
                 replaced = tempfile.mkdtemp(prefix=".shine-replaced-", dir=parent)
                 os.replace(save_directory, replaced)
@@ -183,3 +186,38 @@ class AbsorbedContext:
             raise ValueError(
                 f"This AbsorbedContext holds {len(self)} contexts; {action} one at a time: `absorbed[i].{action}...`."
             )
+
+
+def _sort_target_modules(config_path: str) -> None:
+    """PEFT stores `target_modules` as a set and writes it in set order, which changes from process to process;
+    rewrite it sorted so that the same adapter always gives the same bytes."""
+    with open(config_path) as f:
+        config = json.load(f)
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    with open(config_path, "w") as f:
+        f.write(json.dumps(config, indent=2, sort_keys=True))
+
+
+def _current_umask() -> int:
+    """The process umask, read from /proc where possible (setting and restoring it races with other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_readable(path: str | os.PathLike) -> None:
+    """Give `path` (and, for a folder, everything in it) the permissions the umask allows, as a plain `mkdir` / `open`
+    would: temporary folders and files are created private (0700 / 0600, also by safetensors), and a server running
+    as another user must be able to read exported adapters."""
+    mask = _current_umask()
+    path = Path(path)
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)

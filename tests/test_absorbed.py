@@ -62,3 +62,17 @@ def test_save_replaces_an_existing_export_atomically(absorbed_pair, tmp_path):
     key = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
     torch.testing.assert_close(saved[key], absorbed.factors["0.self_attn.q_proj"][0][1].T)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".shine-export-")]
+
+
+def test_export_is_deterministic_and_not_private(absorbed_pair, tmp_path):
+    import os
+    import stat
+
+    _, absorbed = absorbed_pair
+    absorbed[0].save_pretrained(tmp_path / "a")
+    config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert config["target_modules"] == sorted(config["target_modules"]) and len(config["target_modules"]) > 1
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o777 & ~mask
+    assert stat.S_IMODE((tmp_path / "a" / "adapter_model.safetensors").stat().st_mode) == 0o666 & ~mask

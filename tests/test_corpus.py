@@ -79,18 +79,13 @@ def read_index(directory: Path) -> list[dict]:
 
 
 def folder_contents(directory: Path) -> dict[str, dict[str, object]]:
-    """Per document: the bytes of its tensors and shine_context.json, and its parsed adapter_config.json with
-    target_modules sorted (PEFT writes that list in Python set order, which varies between processes)."""
+    """Per document: the bytes of its adapter_config.json (written with target_modules sorted, so identical across
+    processes), tensors and shine_context.json."""
     contents = {}
     for entry in read_index(directory):
         if entry["status"] == "ok":
             folder = directory / entry["id"]
-            config = json.loads((folder / "adapter_config.json").read_text())
-            config["target_modules"] = sorted(config["target_modules"])
-            contents[entry["id"]] = {
-                "config": config,
-                **{name: (folder / name).read_bytes() for name in ADAPTER_FILES[1:]},
-            }
+            contents[entry["id"]] = {name: (folder / name).read_bytes() for name in ADAPTER_FILES}
     return contents
 
 

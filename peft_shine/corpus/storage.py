@@ -26,28 +26,13 @@ from huggingface_hub import ModelCard, ModelCardData
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..absorbed import AbsorbedContext
+from ..absorbed import AbsorbedContext, make_readable
 
 MANIFEST = "corpus.json"
 INDEX = "index.jsonl"
 SHARD_DIR = "shards"
 TEMP_PREFIX = ".tmp-"
 CARD_TAGS = ["peft", "lora", "shine", "peft-shine", "absorbed-context"]
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def make_readable(path: Path) -> None:
-    """Give `path` (and a folder's files) the permissions the umask allows, as a plain `open` would: temporary files
-    and folders are created private (0600 / 0700, also by safetensors), and a server running as another user must
-    be able to read the adapters."""
-    mask = _umask()
-    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
-        os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
 
 
 def shard_name(index: int) -> str:

@@ -1,0 +1,88 @@
+"""Interleaved A/B timing of one stage-2 training step (forward + backward on a fixed batch) under several settings,
+in one process: float32, bfloat16 autocast, `torch.compile` of the M2P. Settings alternate round by round, so a busy
+machine slows all of them alike and the ratios stay meaningful (absolute seconds do not; see throughput.py).
+
+    python benchmarks/recipes/ab_step.py --rounds 6 --threads 1 --output benchmarks/recipes/ab_step.json
+
+Also reports the loss of each setting on the same batch (bf16 must stay close to float32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from peft_shine.data import InstructDataset, ShineDataCollator, load_qa_records
+from peft_shine.defaults import load_default_base
+from peft_shine.training import ShineArguments, build_shine_model
+
+
+def step(model, batch, bf16: bool) -> tuple[float, float]:
+    """Seconds and loss of one forward + backward."""
+    start = time.perf_counter()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = model(**batch).loss
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return time.perf_counter() - start, loss.item()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train_file", default="runs/data/instruct.jsonl")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--target_modules", default="down_proj")
+    parser.add_argument("--lora_rank", type=int, default=4)
+    parser.add_argument("--compile", action="store_true", help="add a setting with torch.compile of the M2P")
+    parser.add_argument("--output", required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    base, tokenizer = load_default_base()
+    shine = ShineArguments(
+        lora_rank=args.lora_rank,
+        meta_lora_rank=4,
+        m2p_layers=2,
+        max_context_tokens=384,
+        target_modules=args.target_modules,
+    )
+    model = build_shine_model(base, tokenizer, shine).train()
+    dataset = InstructDataset(load_qa_records(args.train_file)[:400], tokenizer, mode="multi", curriculum_steps=1)
+    dataset.set_progress(0.5)
+    batch = ShineDataCollator(tokenizer, 384, "error")([dataset[i] for i in range(args.batch_size)])
+    tokens = batch["input_ids"].numel() + batch["context_input_ids"].numel()
+    settings = {"float32": (model, False), "bf16_autocast": (model, True)}
+    if args.compile:
+        model.base_model.hypernetwork.m2p.compile()
+        settings = {"m2p_compiled_float32": (model, False), **settings}
+    times: dict[str, list[float]] = {name: [] for name in settings}
+    losses: dict[str, float] = {}
+    for subject, bf16 in settings.values():  # warm-up (and compilation) round, not timed
+        step(subject, batch, bf16)
+    for _ in range(args.rounds):
+        for name, (subject, bf16) in settings.items():
+            seconds, losses[name] = step(subject, batch, bf16)
+            times[name].append(seconds)
+    reference = statistics.median(times["float32"]) if "float32" in times else None
+    result = {
+        "settings": vars(args),
+        "tokens_per_step": tokens,
+        "median_seconds": {name: statistics.median(values) for name, values in times.items()},
+        "speedup_over_float32": {name: reference / statistics.median(values) for name, values in times.items()},
+        "loss_on_the_batch": losses,
+        "machine": f"{platform.machine()}, {args.threads} thread(s), torch {torch.__version__}",
+    }
+    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
