@@ -189,7 +189,8 @@ def train_and_save(
     freeze_encoder_steps: int = 0,
     max_train_minutes: float | None = None,
 ) -> Trainer:
-    """Train with a stock `Trainer`, save the adapter (+ tokenizer) to `output_dir`, push if asked."""
+    """Train with a stock `Trainer`, save the adapter (+ tokenizer) and `trainer_state.json` to `output_dir`, push if
+    asked."""
     check_training_arguments(training_args)
     trainer = Trainer(
         model=model,
@@ -201,6 +202,7 @@ def train_and_save(
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
+    trainer.save_state()  # trainer_state.json (the whole log history) next to the adapter, also without checkpoints
     if training_args.push_to_hub:
         trainer.push_to_hub()
     return trainer

@@ -197,6 +197,8 @@ def test_example_scripts_run_end_to_end(script, saved_base, tmp_path, monkeypatc
     assert (out / "adapter_model.safetensors").exists() and (out / "tokenizer.json").exists()
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["peft_type"] == "SHINE" and config["lora_rank"] == 2
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert history and history[-1]["step"] == 2  # the log is kept even without checkpoints
     if script == "instruct":  # stage 2 starting from a stage-1 adapter
         module.main(
             [

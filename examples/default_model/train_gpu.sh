@@ -36,8 +36,7 @@ sha256sum "$RUN/stage2/adapter_model.safetensors" | cut -d' ' -f1 > "$OUT/adapte
 $PY - "$RUN/stage2" "$OUT/trainer_log.json" <<'PY'
 import json, sys, pathlib
 run, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-states = sorted(run.glob("**/trainer_state.json"))
-log = json.loads(states[-1].read_text())["log_history"] if states else []
+log = json.loads((run / "trainer_state.json").read_text())["log_history"]
 out.write_text(json.dumps(log, indent=1) + "\n")
 PY
 for name in squad_dev_sentence synthetic; do
