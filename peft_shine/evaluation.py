@@ -14,6 +14,7 @@ greedy decoding and the user turn of the chat template:
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -288,17 +289,10 @@ def run_icl(
     return _run_prompted(model, tokenizer, records, settings, progress, icl_prompt)
 
 
-def run_icl_short(
-    model: PeftModel,
-    tokenizer: PreTrainedTokenizerBase,
-    records: Sequence[Record],
-    settings: EvalSettings,
-    progress: tqdm,
-) -> MethodRun:
-    """In-context with `ICL_SHORT_TEMPLATE`: the context and a request for a short answer copied from it."""
-    return _run_prompted(
-        model, tokenizer, records, settings, progress, lambda record: icl_prompt(record, ICL_SHORT_TEMPLATE)
-    )
+run_icl_short: MethodRunner = functools.partial(
+    _run_prompted, prompt=functools.partial(icl_prompt, template=ICL_SHORT_TEMPLATE)
+)
+"""In-context with `ICL_SHORT_TEMPLATE`: the context and a request for a short answer copied from it."""
 
 
 def select_contexts(absorbed: AbsorbedContext, indices: Sequence[int]) -> AbsorbedContext:

@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 
 import torch
+from throughput import add_recipe_arguments, recipe_model_and_data  # the script beside this one
 
-from peft_shine.data import InstructDataset, ShineDataCollator, load_qa_records
-from peft_shine.defaults import load_default_base
-from peft_shine.training import ShineArguments, build_shine_model
+from peft_shine.data import ShineDataCollator
 
 
 def step(model, batch, bf16: bool) -> tuple[float, float]:
@@ -35,28 +34,13 @@ def step(model, batch, bf16: bool) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train_file", default="runs/data/instruct.jsonl")
+    add_recipe_arguments(parser)
     parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batch_size", type=int, default=4)
-    parser.add_argument("--target_modules", default="down_proj")
-    parser.add_argument("--lora_rank", type=int, default=4)
     parser.add_argument("--compile", action="store_true", help="add a setting with torch.compile of the M2P")
-    parser.add_argument("--output", required=True)
+    parser.set_defaults(threads=1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    base, tokenizer = load_default_base()
-    shine = ShineArguments(
-        lora_rank=args.lora_rank,
-        meta_lora_rank=4,
-        m2p_layers=2,
-        max_context_tokens=384,
-        target_modules=args.target_modules,
-    )
-    model = build_shine_model(base, tokenizer, shine).train()
-    dataset = InstructDataset(load_qa_records(args.train_file)[:400], tokenizer, mode="multi", curriculum_steps=1)
-    dataset.set_progress(0.5)
+    model, tokenizer, dataset = recipe_model_and_data(args, 400)
+    model.train()
     batch = ShineDataCollator(tokenizer, 384, "error")([dataset[i] for i in range(args.batch_size)])
     tokens = batch["input_ids"].numel() + batch["context_input_ids"].numel()
     settings = {"float32": (model, False), "bf16_autocast": (model, True)}

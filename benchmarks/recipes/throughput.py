@@ -57,26 +57,24 @@ class TokenCountingCollator(ShineDataCollator):
         return batch
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train_file", required=True)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=3)
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options shared with ab_step.py: data, batch, threads and the SHINE recipe."""
+    parser.add_argument("--train_file", default="runs/data/instruct.jsonl")
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--bf16", action="store_true")
-    parser.add_argument("--freeze_encoder", action="store_true")
-    parser.add_argument("--compile_m2p", action="store_true")
     parser.add_argument("--curriculum_progress", type=float, default=0.5, help="share of full contexts")
     parser.add_argument("--target_modules", default="down_proj")
     parser.add_argument("--lora_rank", type=int, default=4)
     parser.add_argument("--meta_lora_rank", type=int, default=4)
     parser.add_argument("--m2p_layers", type=int, default=2)
     parser.add_argument("--output", required=True)
-    args = parser.parse_args()
+
+
+def recipe_model_and_data(args: argparse.Namespace, num_records: int):
+    """(trainable SHINE model on the default base, tokenizer, stage-2 dataset of the first `num_records` records at
+    `curriculum_progress`), with `threads` torch threads and seed 0."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-
     base, tokenizer = load_default_base()
     shine = ShineArguments(
         lora_rank=args.lora_rank,
@@ -86,11 +84,25 @@ def main() -> None:
         target_modules=args.target_modules,
     )
     model = build_shine_model(base, tokenizer, shine)
+    dataset = InstructDataset(
+        load_qa_records(args.train_file)[:num_records], tokenizer, mode="multi", curriculum_steps=1
+    )
+    dataset.set_progress(args.curriculum_progress)
+    return model, tokenizer, dataset
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_recipe_arguments(parser)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--freeze_encoder", action="store_true")
+    parser.add_argument("--compile_m2p", action="store_true")
+    args = parser.parse_args()
+    model, tokenizer, dataset = recipe_model_and_data(args, args.steps * args.batch_size * 8)
     if args.compile_m2p:
         model.base_model.hypernetwork.m2p.compile()
-    records = load_qa_records(args.train_file)[: args.steps * args.batch_size * 8]
-    dataset = InstructDataset(records, tokenizer, mode="multi", curriculum_steps=1)
-    dataset.set_progress(args.curriculum_progress)
     collator = TokenCountingCollator(tokenizer, 384, "error")
     timer = StepTimer()
     training_args = TrainingArguments(
