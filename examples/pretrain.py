@@ -18,6 +18,7 @@ from peft_shine.defaults import load_base
 from peft_shine.training import (
     DataFileArguments,
     ModelArguments,
+    ScheduleArguments,
     ShineArguments,
     build_shine_model,
     split_paths,
@@ -33,8 +34,10 @@ class PretrainDataArguments(DataFileArguments):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = HfArgumentParser((ModelArguments, PretrainDataArguments, ShineArguments, TrainingArguments))
-    model_args, data_args, shine_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    parser = HfArgumentParser(
+        (ModelArguments, PretrainDataArguments, ShineArguments, ScheduleArguments, TrainingArguments)
+    )
+    model_args, data_args, shine_args, schedule_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     training_args.remove_unused_columns = False  # the context columns must reach the collator
     base, tokenizer = load_base(model_args.model_name_or_path)
     model = build_shine_model(base, tokenizer, shine_args, model_args.adapter_name_or_path)
@@ -46,7 +49,15 @@ def main(argv: list[str] | None = None) -> None:
     eval_dataset = dataset([data_args.eval_file]) if data_args.eval_file else None
     config = model.peft_config[model.active_adapter]
     collator = ShineDataCollator(tokenizer, config.max_context_tokens, config.context_overflow)
-    train_and_save(model, training_args, dataset(split_paths(data_args.train_file)), collator, eval_dataset)
+    train_and_save(
+        model,
+        training_args,
+        dataset(split_paths(data_args.train_file)),
+        collator,
+        eval_dataset,
+        schedule_args.freeze_encoder_steps,
+        schedule_args.max_train_minutes,
+    )
 
 
 if __name__ == "__main__":

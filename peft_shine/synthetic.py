@@ -7,9 +7,11 @@ tagged `answer_kind`: "open" (a new name, place or number the base cannot know) 
 set, e.g. an instrument or a colour), so evaluations can report the copying skill separately.
 
     python -m peft_shine.synthetic --output runs/synthetic.jsonl --documents 3000 --seed 0
+    python -m peft_shine.synthetic --output runs/synthetic_texts.jsonl --documents 3000 --seed 0 --texts
 
 Records: {"id", "context", "question", "answers": [span], "answer_kind", "source": "synthetic"} (the QA record format
-of `peft_shine.data.load_qa_records`). Different seeds give different names, so a held-out set is a new seed.
+of `peft_shine.data.load_qa_records`). Different seeds give different names, so a held-out set is a new seed. With
+`--texts`, one {"text": document} per document instead (stage-1 RECON/COMP texts for `examples/pretrain.py`).
 """
 
 from __future__ import annotations
@@ -280,12 +282,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min_facts", type=int, default=3)
     parser.add_argument("--max_facts", type=int, default=8)
+    parser.add_argument("--texts", action="store_true", help='write {"text": document} records, one per document')
     args = parser.parse_args(argv)
     records = synthetic_records(args.documents, args.seed, args.min_facts, args.max_facts)
+    if args.texts:
+        records = [{"text": context} for context in dict.fromkeys(record["context"] for record in records)]
     path = Path(args.output)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
-    print(f"{path}: {len(records)} questions about {args.documents} invented documents")
+    what = "documents" if args.texts else f"questions about {args.documents} invented documents"
+    print(f"{path}: {len(records)} {what}")
 
 
 if __name__ == "__main__":

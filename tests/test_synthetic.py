@@ -2,7 +2,7 @@
 
 import json
 
-from peft_shine.data import load_qa_records
+from peft_shine.data import load_qa_records, load_texts
 from peft_shine.evaluation import normalize_answer
 from peft_shine.synthetic import main, synthetic_records
 
@@ -40,3 +40,10 @@ def test_command_line_writes_qa_records(tmp_path):
     loaded = load_qa_records(str(path))
     assert loaded == [dict(r) for r in map(json.loads, path.read_text().splitlines())]
     assert [r["id"] for r in loaded] == [r["id"] for r in synthetic_records(5, seed=2)]
+
+
+def test_command_line_writes_one_text_per_document(tmp_path):
+    path = tmp_path / "texts.jsonl"
+    main(["--output", str(path), "--documents", "6", "--seed", "2", "--texts"])
+    texts = load_texts(str(path))
+    assert texts == list(dict.fromkeys(r["context"] for r in synthetic_records(6, seed=2))) and len(texts) == 6

@@ -151,6 +151,18 @@ def test_callback_ends_the_warm_start_after_freeze_encoder_steps():
         ShineTrainingCallback(None, freeze_encoder_steps=-1)
 
 
+def test_callback_stops_and_saves_after_max_train_minutes():
+    from transformers import TrainerControl
+
+    control = TrainerControl()
+    ShineTrainingCallback(None, max_train_minutes=60).on_step_end(None, None, control)
+    assert not control.should_training_stop
+    ShineTrainingCallback(None, max_train_minutes=1e-9).on_step_end(None, None, control)
+    assert control.should_training_stop and control.should_save
+    with pytest.raises(ValueError, match="max_train_minutes"):
+        ShineTrainingCallback(None, max_train_minutes=0)
+
+
 def test_training_arguments_must_keep_context_columns(tmp_path):
     with pytest.raises(ValueError, match="remove_unused_columns=False"):
         check_training_arguments(TrainingArguments(output_dir=str(tmp_path), report_to="none"))
