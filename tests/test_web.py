@@ -385,9 +385,16 @@ def _browser():
 
 
 def _wait(condition, timeout: float = 60, message: str = "condition"):
+    """Poll `condition` until it returns something truthy. An element that the page re-rendered or removed between
+    finding it and reading it (a toast closing, a chat re-render) raises StaleElementReferenceException: poll again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = condition()
+        try:
+            value = condition()
+        except StaleElementReferenceException:
+            value = None
         if value:
             return value
         time.sleep(0.1)
