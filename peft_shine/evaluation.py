@@ -492,6 +492,17 @@ def is_open_vocabulary(record: Record, no_context_prediction: str) -> bool:
     return bool(_words(record["answers"][0]) - _words(record["question"]) - _words(no_context_prediction))
 
 
+def copied_share(record: Record, prediction: str, no_context_prediction: str) -> float | None:
+    """Share of the gold answer's new words (normalised words of the first gold answer that neither the question nor
+    the no-context answer contains) that the prediction contains: 1.0 when every piece only the context could give was
+    copied; None when the answer has no new word. Unlike F1 it gives no credit for generic words (gold "Ostrel River",
+    answer "Borlok River": F1 0.5, copied 0.0)."""
+    novel = _words(record["answers"][0]) - _words(record["question"]) - _words(no_context_prediction)
+    if not novel:
+        return None
+    return len(novel & _words(prediction)) / len(novel)
+
+
 def question_splits(records: Sequence[Record], no_context_predictions: Sequence[str] | None) -> dict[str, list[int]]:
     """Record indices per split: "open_vocabulary" / "other" (see `is_open_vocabulary`; needs the `none` method's
     predictions) and "kind=<answer_kind>" for records that carry an `answer_kind` (e.g. `peft_shine.synthetic`)."""
@@ -519,6 +530,9 @@ def split_scores(
     result = {}
     for name, indices in splits.items():
         entry = {"count": len(indices), "f1": _mean_with_ci([items[i]["f1"] for i in indices], seed)}
+        copied = [items[i]["copied"] for i in indices if items[i].get("copied") is not None]
+        if copied:
+            entry["copied"] = _mean_with_ci(copied, seed)
         if likelihoods and method in likelihoods and "none" in likelihoods:
             subset = {key: [likelihoods[key][i] for i in indices] for key in (method, "none")}
             entry["likelihood"] = likelihood_gain_summary(subset)[method]
@@ -609,9 +623,10 @@ def evaluate(
     Returns a JSON-serialisable dict: `num_records`; `methods`: name -> {`f1`, `em` (and `accuracy` when records have
     `options`): {`mean`, `ci_low`, `ci_high`}, `adapt_seconds_per_context` (0 for methods without adaptation),
     `generate_seconds_per_question`, `predictions`: [{`id`, `question`, `prediction`, `answers`, `f1`, `em` (and
-    `accuracy`; with `likelihood`: `log_likelihood` {`sum`, `tokens`, `first`})}] in record order, `splits`: split
-    name -> {`count`, `f1`, with `likelihood`: `likelihood` (see `split_scores`)}, with `likelihood`: `likelihood`
-    {`nats_per_token`, `first_token`, gains over none}}; `splits`: split name -> record indices (`question_splits`:
+    `accuracy`; `copied` when `none` ran, see `copied_share`; with `likelihood`: `log_likelihood` {`sum`, `tokens`,
+    `first`})}] in record order, `splits`: split name -> {`count`, `f1`, `copied`, with `likelihood`: `likelihood`
+    (see `split_scores`)}, with `likelihood`: `likelihood` {`nats_per_token`, `first_token`, gains over none}};
+    `splits`: split name -> record indices (`question_splits`:
     open-vocabulary answers, the rest, and answer kinds); `gap_closure` (see `gap_closure`); `config`: the settings.
     `base_factory` (a loader of the plain base model) is required for the `sft` method.
 
@@ -645,6 +660,10 @@ def evaluate(
                 for item, row in zip(results[name]["predictions"], rows):
                     item["log_likelihood"] = row
     no_context = [item["prediction"] for item in no_context] if no_context is not None else None
+    if no_context is not None:
+        for summary in results.values():
+            for item, record, baseline in zip(summary["predictions"], records, no_context):
+                item["copied"] = copied_share(record, item["prediction"], baseline)
     splits = question_splits(records, no_context)
     for name, summary in results.items():
         summary["splits"] = split_scores(name, summary, splits, likelihoods, seed)

@@ -12,6 +12,7 @@ from peft_shine.evaluation import (
     bootstrap_ci,
     build_sft_model,
     chosen_option,
+    copied_share,
     evaluate,
     exact_match,
     f1,
@@ -360,3 +361,11 @@ def test_likelihood_gains_and_reference_reuse(shine_model, tokenizer):
     assert alone["methods"]["shine"]["splits"] == full["methods"]["shine"]["splits"]
     with pytest.raises(ValueError, match="other records"):
         evaluate(shine_model, tokenizer, RECORDS[:2], methods=["shine"], max_new_tokens=2, reference=full)
+
+
+def test_copied_share_counts_only_the_words_only_the_context_gives():
+    record = {"question": "On which river does Relbridale lie?", "answers": ["Ostrel River"]}
+    assert copied_share(record, "Borlok River", "The Thames.") == 0.0  # F1 would give 0.5 for "river"
+    assert copied_share(record, "the Ostrel River", "The Thames.") == 1.0
+    assert copied_share({**record, "answers": ["Ostrel Kelm"]}, "Ostrel", "") == 0.5
+    assert copied_share({**record, "answers": ["the river"]}, "anything", "") is None

@@ -3,7 +3,9 @@
     python benchmarks/recipes/table.py [--arms benchmarks/recipes/arms] [--reference benchmarks/recipes/reference]
 
 Writes `results.md` (one row per arm: training contexts, final loss, and per evaluation set SHINE's F1, F1 on
-open-vocabulary questions (on the invented-facts set: the questions whose answer is a new name, place or number) and
+open-vocabulary questions (on the invented-facts set: the questions whose answer is a new name, place or number) with
+the share of the answers' new words that were copied (`peft_shine.evaluation.copied_share`: no credit for generic
+words such as "River") and
 the answer log-likelihood gain over no context on those open questions, per token and on the first token) and
 `loss_curves.png` next to the arms folder. The reference rows are the base without context and the shipped default.
 """
@@ -13,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from peft_shine.evaluation import copied_share
 
 SETS = ("squad_dev_sentence", "squad_dev", "babi_test", "synthetic")
 LABELS = {
@@ -28,16 +32,32 @@ def smoothed_final_loss(history: list[dict], last: int = 10) -> float | None:
     return sum(losses[-last:]) / len(losses[-last:]) if losses else None
 
 
-def set_cells(results: dict | None, method: str) -> list[str]:
-    """F1 | open-vocabulary F1 | LL gain per token / first token of one method on one set."""
+def copied_on(results: dict, method: str, indices: list[int], reference: dict | None) -> float | None:
+    """Mean `copied_share` of a method's answers on some questions, against the no-context answers of `reference`."""
+    items = results["methods"][method]["predictions"]
+    baseline = (reference or results)["methods"].get("none", {}).get("predictions")
+    if baseline is None:
+        return None
+    shares = [copied_share(items[i], items[i]["prediction"], baseline[i]["prediction"]) for i in indices]
+    shares = [share for share in shares if share is not None]
+    return sum(shares) / len(shares) if shares else None
+
+
+def set_cells(results: dict | None, method: str, reference: dict | None = None) -> list[str]:
+    """F1 | open-vocabulary F1 / copied | LL gain per token / first token of one method on one set."""
     if results is None or method not in results["methods"]:
         return ["-", "-", "-"]
     summary = results["methods"][method]
     # invented facts: the generator's own label ("open": a new name, place or number); elsewhere the rule-based split
-    open_split = summary["splits"].get("kind=open") or summary["splits"].get("open_vocabulary")
+    name = "kind=open" if "kind=open" in summary["splits"] else "open_vocabulary"
+    open_split = summary["splits"].get(name)
+    copied = copied_on(results, method, results["splits"][name], reference) if open_split else None
     gain = (open_split or {}).get("likelihood") or summary.get("likelihood", {})  # on the open questions
     ll = f"{gain['gain_per_token']:+.2f} / {gain['gain_first_token']:+.2f}" if "gain_per_token" in gain else "0 / 0"
-    return [f"{100 * summary['f1']['mean']:.1f}", f"{100 * open_split['f1']['mean']:.1f}" if open_split else "-", ll]
+    open_cell = f"{100 * open_split['f1']['mean']:.1f}" if open_split else "-"
+    if copied is not None:
+        open_cell += f" / {100 * copied:.1f}"
+    return [f"{100 * summary['f1']['mean']:.1f}", open_cell, ll]
 
 
 def load(path: Path) -> dict | None:
@@ -52,7 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     header = ["arm", "contexts", "final loss"]
     for name in SETS:
-        header += [f"{LABELS[name]} F1", "open-vocab F1", "LL gain tok / first"]
+        header += [f"{LABELS[name]} F1", "open F1 / copied", "LL gain tok / first"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     references = {name: load(args.reference / f"{name}.json") for name in SETS}
     for method, label in (("none", "no context"), ("shine", "shipped default (5,200 contexts)")):
@@ -67,7 +87,7 @@ def main() -> None:
         loss = smoothed_final_loss(history)
         cells = [arm.name, str(steps * args.batch_size), f"{loss:.3f}" if loss is not None else "-"]
         for name in SETS:
-            cells += set_cells(load(arm / f"{name}.json"), "shine")
+            cells += set_cells(load(arm / f"{name}.json"), "shine", references[name])
         lines.append("| " + " | ".join(cells) + " |")
         curves[arm.name] = [(entry["step"], entry["loss"]) for entry in history if "loss" in entry]
     output = args.arms.parent
