@@ -27,3 +27,17 @@ def saved_base(tmp_path_factory, tokenizer) -> Path:
     build_model("llama", len(tokenizer)).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def shine_adapter(tmp_path_factory, saved_base) -> Path:
+    """A small untrained SHINE adapter for the tiny Llama, saved to a folder (for the command-line tests)."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from peft_shine import ShineConfig
+
+    path = tmp_path_factory.mktemp("shine")
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(saved_base), ShineConfig(lora_rank=2, m2p_layers=2))
+    model.save_pretrained(path)
+    return path

@@ -4,21 +4,11 @@ import json
 
 import pytest
 import torch
-from peft import PeftConfig, get_peft_model
+from peft import PeftConfig
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM
 
-from peft_shine import ShineConfig
 from peft_shine.cli import main
 from tests.helpers import CONTEXTS
-
-
-@pytest.fixture(scope="module")
-def shine_adapter(tmp_path_factory, saved_base):
-    path = tmp_path_factory.mktemp("shine")
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(saved_base), ShineConfig(lora_rank=2, m2p_layers=2))
-    model.save_pretrained(path)
-    return path
 
 
 def test_absorb_writes_plain_loras_and_ask_answers_from_them(tmp_path, saved_base, shine_adapter, capsys):

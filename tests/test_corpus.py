@@ -18,13 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 from huggingface_hub import ModelCard
-from peft import PeftModel, get_peft_model
+from peft import PeftModel
 from safetensors import safe_open
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM
 
 import peft_shine.corpus.storage as storage
-from peft_shine import ShineConfig, absorb_corpus, load_absorbed
+from peft_shine import absorb_corpus, load_absorbed
 from peft_shine.cli import main
 from peft_shine.corpus import (
     CorpusReader,
@@ -435,14 +434,6 @@ def test_ranks_without_torch_distributed_share_the_work_and_rank_0_merges(tmp_pa
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Command line
-
-
-@pytest.fixture(scope="module")
-def shine_adapter(tmp_path_factory, saved_base):
-    path = tmp_path_factory.mktemp("shine")
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(saved_base), ShineConfig(lora_rank=2, m2p_layers=2))
-    model.save_pretrained(path)
-    return path
 
 
 def test_absorb_corpus_command(tmp_path, saved_base, shine_adapter, capsys):

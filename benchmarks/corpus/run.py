@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shlex
 import statistics
 import sys
@@ -24,22 +23,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # run as a script: make the repository root importable (benchmarks.speed)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+# ruff: noqa: E402
 import peft
 import torch
 import transformers
 
+from benchmarks.speed.run import cpu_model
 from peft_shine.cli import load_shine
 from peft_shine.corpus import absorb_corpus, iter_absorbed, padding_share, plan_batches, read_corpus
 from peft_shine.corpus.batching import count_tokens
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (else `platform.processor()`)."""
-    try:
-        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
-    except OSError:
-        match = None
-    return match.group(1).strip() if match else platform.processor() or "unknown"
 
 
 def synchronize(device: torch.device) -> None:
