@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from .data import IGNORE_INDEX, _right_pad
 from .tokenization import icl_prompt, pad_id_of, question_prompt_ids
 
 Record = dict[str, Any]
@@ -43,14 +44,8 @@ def _scored_rows(
         prompt_ids, target = question_prompt_ids(tokenizer, prompt), answer_token_ids(tokenizer, answer)
         rows.append(prompt_ids + target)
         labels.append([-100] * len(prompt_ids) + target)
-    length = max(map(len, rows))
-    ids = torch.full((len(rows), length), pad_id_of(tokenizer), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    label_tensor = torch.full_like(ids, -100)
-    for i, (row, label) in enumerate(zip(rows, labels)):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-        label_tensor[i, : len(label)] = torch.tensor(label)
+    ids, mask = _right_pad(rows, pad_id_of(tokenizer))
+    label_tensor, _ = _right_pad(labels, IGNORE_INDEX)
     return ids, mask, label_tensor
 
 

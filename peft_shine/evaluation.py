@@ -324,24 +324,35 @@ def run_shine(
 ) -> MethodRun:
     """SHINE: each batch of up to `batch_size` distinct contexts is absorbed in one pass; their questions are then
     asked in rounds of one question per context (row i uses context i). The model forgets afterwards."""
-    groups = group_by_context(records)
-    run = MethodRun(predictions=[""] * len(records), num_contexts=len(groups))
+    run = MethodRun(predictions=[""] * len(records), num_contexts=len(group_by_context(records)))
     device = model_device(model)
-    for batch in _chunks(list(groups.items()), settings.batch_size):
+    for indices, absorb_seconds in absorbed_rounds(model, tokenizer, records, settings.batch_size):
+        run.adapt_seconds += absorb_seconds
+        questions = [records[index]["question"] for index in indices]
+        answers, seconds = timed(
+            device, model.ask, questions, max_new_tokens=settings.max_new_tokens, tokenizer=tokenizer
+        )
+        for index, answer in zip(indices, answers):
+            run.predictions[index] = answer
+        run.generate_seconds += seconds
+        progress.update(len(indices))
+    return run
+
+
+def absorbed_rounds(
+    model: PeftModel, tokenizer: PreTrainedTokenizerBase, records: Sequence[Record], batch_size: int
+) -> Iterator[tuple[list[int], float]]:
+    """Absorb the distinct contexts `batch_size` at a time and yield, for each round of one question per context,
+    (record indices, seconds of the absorb that round belongs to, 0 after its first round) with the model set to
+    those records' contexts (row i uses the context of record indices[i]). The model forgets at the end."""
+    device = model_device(model)
+    for batch in _chunks(list(group_by_context(records).items()), batch_size):
         absorbed, seconds = timed(device, model.absorb_context, [context for context, _ in batch], tokenizer=tokenizer)
-        run.adapt_seconds += seconds
         for round_ in question_rounds([indices for _, indices in batch]):
             model.use_context(select_contexts(absorbed, [position for position, _ in round_]))
-            questions = [records[index]["question"] for _, index in round_]
-            answers, seconds = timed(
-                device, model.ask, questions, max_new_tokens=settings.max_new_tokens, tokenizer=tokenizer
-            )
-            for (_, index), answer in zip(round_, answers):
-                run.predictions[index] = answer
-            run.generate_seconds += seconds
-            progress.update(len(round_))
+            yield [index for _, index in round_], seconds
+            seconds = 0.0
     model.forget()
-    return run
 
 
 def sft_target_modules(model: PeftModel) -> list[str]:
@@ -456,18 +467,13 @@ def likelihood_runs(
         rows: list[dict[str, float]] = [{}] * len(records)
         model.forget()
         if method == "shine":
-            groups = group_by_context(records)
-            for batch in _chunks(list(groups.items()), batch_size):
-                absorbed = model.absorb_context([context for context, _ in batch], tokenizer=tokenizer)
-                for round_ in question_rounds([indices for _, indices in batch]):
-                    model.use_context(select_contexts(absorbed, [position for position, _ in round_]))
-                    chosen = [records[index] for _, index in round_]
-                    scored = answer_log_likelihoods(
-                        model, tokenizer, [r["question"] for r in chosen], [r["answers"][0] for r in chosen]
-                    )
-                    for (_, index), score in zip(round_, scored):
-                        rows[index] = score
-            model.forget()
+            for indices, _ in absorbed_rounds(model, tokenizer, records, batch_size):
+                chosen = [records[index] for index in indices]
+                scored = answer_log_likelihoods(
+                    model, tokenizer, [r["question"] for r in chosen], [r["answers"][0] for r in chosen]
+                )
+                for index, score in zip(indices, scored):
+                    rows[index] = score
         else:
             for start in range(0, len(records), batch_size):
                 chosen = records[start : start + batch_size]

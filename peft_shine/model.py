@@ -236,11 +236,8 @@ class ShineModel(BaseTuner):
         While `train_encoder` is False (a warm start that trains the M2P alone), the encode pass runs without
         gradients: no backward through the base model for the context, and the meta-LoRA and memory embeddings get
         no gradient."""
-        if self.train_encoder or not torch.is_grad_enabled():
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.train_encoder):
             states = self.encode_memory_states(context_input_ids, context_attention_mask)
-        else:
-            with torch.no_grad():
-                states = self.encode_memory_states(context_input_ids, context_attention_mask)
         return self.hypernetwork(states, update_statistics=update_statistics)
 
     def encode_memory_states(
