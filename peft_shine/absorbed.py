@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,21 @@ class AbsorbedContext:
             context_token_counts=[self.context_token_counts[index]],
             base_model_name_or_path=self.base_model_name_or_path,
             num_chunks=[self.num_chunks[index]],
+            compression_error=self.compression_error,
+        )
+
+    def select(self, indices: Sequence[int]) -> AbsorbedContext:
+        """The adapters of the contexts at `indices`, in that order (repeats allowed), as one batched AbsorbedContext:
+        factors A (len(indices), in, R), B (len(indices), R, out) at the same padded rank R."""
+        indices = [range(len(self))[i] for i in indices]  # IndexError names an index out of range
+        rows = torch.tensor(indices, dtype=torch.long)
+        return AbsorbedContext(
+            factors={key: (a[rows.to(a.device)], b[rows.to(b.device)]) for key, (a, b) in self.factors.items()},
+            module_paths=self.module_paths,
+            context_token_counts=[self.context_token_counts[i] for i in indices],
+            base_model_name_or_path=self.base_model_name_or_path,
+            num_chunks=[self.num_chunks[i] for i in indices],
+            ranks=[self.ranks[i] for i in indices],
             compression_error=self.compression_error,
         )
 

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .data import IGNORE_INDEX, _right_pad
-from .tokenization import icl_prompt, pad_id_of, question_prompt_ids
+from .data import IGNORE_INDEX
+from .padding import pad_id_of, right_pad
+from .tokenization import icl_prompt, question_prompt_ids
 
 Record = dict[str, Any]
 LIKELIHOOD_METHODS = ("none", "shine", "icl")
@@ -44,8 +45,8 @@ def _scored_rows(
         prompt_ids, target = question_prompt_ids(tokenizer, prompt), answer_token_ids(tokenizer, answer)
         rows.append(prompt_ids + target)
         labels.append([-100] * len(prompt_ids) + target)
-    ids, mask = _right_pad(rows, pad_id_of(tokenizer))
-    label_tensor, _ = _right_pad(labels, IGNORE_INDEX)
+    ids, mask = right_pad(rows, pad_id_of(tokenizer))
+    label_tensor, _ = right_pad(labels, IGNORE_INDEX)
     return ids, mask, label_tensor
 
 

@@ -26,13 +26,12 @@ import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from .padding import left_pad, pad_id_of, right_pad
 from .tokenization import (
     as_text_list,
     encode_plain,
     fit_context_lengths,
     icl_prompt,
-    left_pad,
-    pad_id_of,
     question_prompt_ids,
     sentence_spans,
 )
@@ -594,8 +593,8 @@ class ShineDataCollator:
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor | float]:
         _check_features(features)
         pad_id = pad_id_of(self.tokenizer)
-        input_ids, attention_mask = _right_pad([f["input_ids"] for f in features], pad_id)
-        labels, _ = _right_pad([f["labels"] for f in features], IGNORE_INDEX)
+        input_ids, attention_mask = right_pad([f["input_ids"] for f in features], pad_id)
+        labels, _ = right_pad([f["labels"] for f in features], IGNORE_INDEX)
         contexts = fit_context_lengths(
             [list(f["context_input_ids"]) for f in features], self.max_context_tokens, self.context_overflow
         )
@@ -608,10 +607,10 @@ class ShineDataCollator:
             "context_attention_mask": context_attention_mask,
         }
         if "teacher_input_ids" in features[0]:
-            batch["teacher_input_ids"], batch["teacher_attention_mask"] = _right_pad(
+            batch["teacher_input_ids"], batch["teacher_attention_mask"] = right_pad(
                 [f["teacher_input_ids"] for f in features], pad_id
             )
-            batch["teacher_labels"], _ = _right_pad([f["teacher_labels"] for f in features], IGNORE_INDEX)
+            batch["teacher_labels"], _ = right_pad([f["teacher_labels"] for f in features], IGNORE_INDEX)
             batch["distill_weight"] = self.distill_weight
         return batch
 
@@ -626,14 +625,3 @@ def _check_features(features: list[dict]) -> None:
             f"Examples lack {sorted(missing)}. With transformers.Trainer set TrainingArguments(remove_unused_columns="
             "False): the base model's forward does not name the SHINE inputs, so the Trainer would drop them."
         )
-
-
-def _right_pad(sequences: list[list[int]], pad_value: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad to a (B, L) LongTensor filled with `pad_value` and its (B, L) attention mask."""
-    length = max(len(seq) for seq in sequences)
-    ids = torch.full((len(sequences), length), pad_value, dtype=torch.long)
-    mask = torch.zeros((len(sequences), length), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return ids, mask

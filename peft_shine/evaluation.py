@@ -32,10 +32,10 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .absorbed import AbsorbedContext
 from .answer_likelihood import LIKELIHOOD_METHODS, answer_log_likelihoods, likelihood_gain_summary, record_prompt
 from .data import _iter_jsonl
-from .tokenization import ICL_SHORT_TEMPLATE, ICL_TEMPLATES, icl_prompt, left_pad, pad_id_of, question_prompt_ids
+from .generation import generate_answers
+from .tokenization import ICL_SHORT_TEMPLATE, ICL_TEMPLATES, icl_prompt
 
 Record = dict[str, Any]
 T = TypeVar("T")
@@ -197,25 +197,6 @@ def timed(device: torch.device, function: Callable[..., T], *args: Any, **kwargs
     return result, time.perf_counter() - start
 
 
-@torch.no_grad()
-def generate_answers(
-    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], max_new_tokens: int = 32
-) -> list[str]:
-    """Greedy answers of a plain (non-SHINE) causal LM to questions put alone in the chat template, batched with left
-    padding exactly as `ShineModel.ask` does."""
-    prompts = [question_prompt_ids(tokenizer, question) for question in questions]
-    ids, mask = left_pad(prompts, pad_id_of(tokenizer))
-    device = model_device(model)
-    output = model.generate(
-        input_ids=ids.to(device),
-        attention_mask=mask.to(device),
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        pad_token_id=pad_id_of(tokenizer),
-    )
-    return [text.strip() for text in tokenizer.batch_decode(output[:, ids.shape[1] :], skip_special_tokens=True)]
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Methods
 
@@ -295,19 +276,6 @@ run_icl_short: MethodRunner = functools.partial(
 """In-context with `ICL_SHORT_TEMPLATE`: the context and a request for a short answer copied from it."""
 
 
-def select_contexts(absorbed: AbsorbedContext, indices: Sequence[int]) -> AbsorbedContext:
-    """The generated LoRAs of the absorbed contexts at `indices`, in that order."""
-    if list(indices) == list(range(len(absorbed))):
-        return absorbed
-    rows = torch.tensor(list(indices))
-    return AbsorbedContext(
-        factors={key: (a[rows.to(a.device)], b[rows.to(b.device)]) for key, (a, b) in absorbed.factors.items()},
-        module_paths=absorbed.module_paths,
-        context_token_counts=[absorbed.context_token_counts[i] for i in indices],
-        base_model_name_or_path=absorbed.base_model_name_or_path,
-    )
-
-
 def question_rounds(groups: Sequence[Sequence[int]]) -> list[list[tuple[int, int]]]:
     """Split the questions of several contexts into rounds with at most one question per context: round j holds
     (context position, record index) for the j-th question of every context that has one."""
@@ -349,7 +317,7 @@ def absorbed_rounds(
     for batch in _chunks(list(group_by_context(records).items()), batch_size):
         absorbed, seconds = timed(device, model.absorb_context, [context for context, _ in batch], tokenizer=tokenizer)
         for round_ in question_rounds([indices for _, indices in batch]):
-            model.use_context(select_contexts(absorbed, [position for position, _ in round_]))
+            model.use_context(absorbed.select([position for position, _ in round_]))
             yield [index for _, index in round_], seconds
             seconds = 0.0
     model.forget()

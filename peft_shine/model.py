@@ -19,15 +19,13 @@ from .absorbed import AbsorbedContext
 from .composition import concat_along_rank
 from .config import ShineConfig
 from .distillation import answer_token_kl
+from .generation import generate_answers, padded_on_device
 from .hypernetwork import LoraFactors, ShineHypernetwork, SlicingPlan, context_variance_share, module_key
 from .layer import ShineLinear, ShineRuntime, ShineState
 from .tokenization import (
     as_text_list,
     encode_plain,
     fit_context_lengths,
-    left_pad,
-    pad_id_of,
-    question_prompt_ids,
     split_into_chunks,
 )
 
@@ -392,24 +390,7 @@ class ShineModel(BaseTuner):
         """Texts -> left-padded (N, T) ids and mask of every chunk on the model's device (N = number of contexts
         unless some are chunked)."""
         chunks = [chunk for document in self.context_chunks(context, tokenizer) for chunk in document]
-        return self._padded_on_device(chunks, self.resolve_tokenizer(tokenizer))
-
-    def _padded_on_device(
-        self, sequences: list[list[int]], tokenizer: PreTrainedTokenizerBase
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded (N, T) ids and mask of token id lists on the model's device. Raises ValueError when an id (or
-        the pad id, where padding is needed) is outside the base model's vocabulary: the tokenizer belongs to another
-        model."""
-        weight = self.model.get_input_embeddings().weight
-        ids, mask = left_pad(sequences, pad_id_of(tokenizer))
-        largest = int(ids.max())
-        if largest >= weight.shape[0]:
-            raise ValueError(
-                f"Token id {largest} from the tokenizer ({getattr(tokenizer, 'name_or_path', '') or 'unnamed'}) is "
-                f"outside the base model's vocabulary of {weight.shape[0]} embeddings: the tokenizer belongs to "
-                "another model. Pass the base model's own tokenizer (`tokenizer=`)."
-            )
-        return ids.to(weight.device), mask.to(weight.device)
+        return padded_on_device(chunks, self.resolve_tokenizer(tokenizer), self.model)
 
     def _generate_in_batches(self, ids: torch.Tensor, mask: torch.Tensor) -> LoraFactors:
         """`generate_lora` over (N, T) chunks, `chunk_batch_size` at a time -> A (N, in, r), B (N, r, out)."""
@@ -471,7 +452,8 @@ class ShineModel(BaseTuner):
         documents = self.context_chunks(context, tokenizer)
         if weights is not None and len(weights) != len(documents):
             raise ValueError(f"Got {len(weights)} weights for {len(documents)} contexts.")
-        ids, mask = self._padded_on_device([c for doc in documents for c in doc], self.resolve_tokenizer(tokenizer))
+        chunks = [chunk for document in documents for chunk in document]
+        ids, mask = padded_on_device(chunks, self.resolve_tokenizer(tokenizer), self.model)
         factors = self._generate_in_batches(ids, mask)
         contexts, start = [], 0
         for document in documents:
@@ -563,13 +545,7 @@ class ShineModel(BaseTuner):
         question alone in the chat template (the training format); greedy unless `generate_kwargs` say otherwise."""
         tokenizer = self.resolve_tokenizer(tokenizer)
         questions = as_text_list(question, what="question")
-        ids, mask = self._padded_on_device([question_prompt_ids(tokenizer, q) for q in questions], tokenizer)
-        generate_kwargs.setdefault("do_sample", False)
-        generate_kwargs.setdefault("pad_token_id", pad_id_of(tokenizer))
-        output = self.model.generate(
-            input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, **generate_kwargs
-        )
-        answers = [text.strip() for text in tokenizer.batch_decode(output[:, ids.shape[1] :], skip_special_tokens=True)]
+        answers = generate_answers(self.model, tokenizer, questions, max_new_tokens, **generate_kwargs)
         return answers[0] if isinstance(question, str) else answers
 
     # ----------------------------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ import re
 import warnings
 from collections.abc import Sequence
 
-import torch
 from transformers import PreTrainedTokenizerBase
 
 
@@ -109,26 +108,6 @@ def fit_context_lengths(token_ids: list[list[int]], max_tokens: int, overflow: s
             ids = ids[:max_tokens]
         fitted.append(ids)
     return fitted
-
-
-def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad to a (B, T) LongTensor of ids and its (B, T) attention mask."""
-    length = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), length), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        if seq:
-            ids[row, length - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-            mask[row, length - len(seq) :] = 1
-    return ids, mask
-
-
-def pad_id_of(tokenizer: PreTrainedTokenizerBase) -> int:
-    """The tokenizer's pad id, else its EOS id, else 0 (padded positions are always masked)."""
-    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if candidate is not None:
-            return candidate
-    return 0
 
 
 ICL_TEMPLATE = "{context}\n\nQuestion: {question}"

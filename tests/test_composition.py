@@ -6,7 +6,8 @@ import torch
 from peft import PeftModel
 
 from peft_shine.composition import compress_rank, concat_along_rank, stack_padded
-from peft_shine.tokenization import chunk_spans, encode_plain, left_pad, split_into_chunks
+from peft_shine.padding import left_pad
+from peft_shine.tokenization import chunk_spans, encode_plain, split_into_chunks
 from tests.helpers import CONTEXTS, build_model, build_shine
 
 LONG = " ".join(CONTEXTS * 3)

@@ -51,7 +51,8 @@ from peft_shine.evaluation import (
     timed,
     train_on_context,
 )
-from peft_shine.tokenization import encode_plain, pad_id_of, question_prompt_ids
+from peft_shine.padding import pad_id_of
+from peft_shine.tokenization import encode_plain, question_prompt_ids
 
 PARAGRAPH = (
     "The lighthouse on Marrow Point was built in 1871 by the engineer Clara Vennet, who had studied bridge design in "
