@@ -14,7 +14,14 @@ import torch
 from peft import LoraConfig
 from safetensors.torch import save_file
 
-from .composition import Factors, compress_rank, stack_padded
+from .composition import (
+    Factors,
+    check_weight_count,
+    combination_weights,
+    compress_rank,
+    concat_along_rank,
+    stack_padded,
+)
 from .hypernetwork import LoraFactors
 
 
@@ -54,6 +61,55 @@ class AbsorbedContext:
         factors = {key: stack_padded([context[key] for context in contexts]) for key in keys}
         ranks = [next(iter(context.values()))[0].shape[-1] for context in contexts]
         return cls(factors=factors, ranks=ranks, **fields)
+
+    @classmethod
+    def from_chunks(
+        cls, factors: LoraFactors, chunk_counts: list[int], combination: str = "mean", **fields
+    ) -> AbsorbedContext:
+        """One adapter per document from the factors of all chunks, A (N, in, r), B (N, r, out), document-major with
+        `chunk_counts[d]` chunks for document d (N = sum): each document's chunks are concatenated along the rank
+        axis, so its delta is the mean (`combination="mean"`) or the sum ("sum") of its chunk deltas."""
+        contexts, start = [], 0
+        for count in chunk_counts:
+            rows = range(start, start + count)
+            weights = combination_weights([1] * count, combination)
+            contexts.append(
+                {key: concat_along_rank([(a[i], b[i]) for i in rows], weights) for key, (a, b) in factors.items()}
+            )
+            start += count
+        return cls.from_parts(contexts, num_chunks=list(chunk_counts), **fields)
+
+    @classmethod
+    def compose(
+        cls, parts: Sequence[AbsorbedContext], weights: Sequence[float] | None = None, combination: str = "mean"
+    ) -> AbsorbedContext:
+        """One adapter holding every context of `parts` (in order): the weighted sum sum_d w_d D_d with `weights`
+        (one per context), else the mean (`combination="mean"`) or the sum ("sum") of the context deltas."""
+        contexts = [part.context_factors(i) for part in parts for i in range(len(part))]
+        check_weight_count(weights, len(contexts))
+        if weights is None:
+            weights = combination_weights([1] * len(contexts), combination)
+        return cls.from_parts(
+            [{key: concat_along_rank([c[key] for c in contexts], weights) for key in contexts[0]}],
+            module_paths=parts[0].module_paths,
+            context_token_counts=[sum(sum(part.context_token_counts) for part in parts)],
+            base_model_name_or_path=parts[0].base_model_name_or_path,
+            num_chunks=[sum(sum(part.num_chunks) for part in parts)],
+        )
+
+    @classmethod
+    def extended(
+        cls, previous: AbsorbedContext | None, new: AbsorbedContext, combination: str = "mean"
+    ) -> AbsorbedContext:
+        """`previous` (one context) with the `new` context added without re-encoding anything: the mean over all
+        chunks, old and new (`combination="mean"`: each side weighted by its share of the chunks), or the sum."""
+        if previous is None or len(previous) != 1 or len(new) != 1:
+            raise ValueError(
+                "append=True adds one text to one absorbed adapter: absorb a single context first, and append "
+                "a single text (or several with compose=True)."
+            )
+        shares = combination_weights([previous.num_chunks[0], new.num_chunks[0]], combination)
+        return cls.compose([previous, new], shares, combination)
 
     def __len__(self) -> int:
         return len(self.context_token_counts)

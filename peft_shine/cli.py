@@ -117,12 +117,10 @@ def run_eval(args: argparse.Namespace) -> None:
 def run_absorb(args: argparse.Namespace) -> None:
     texts = [read_text_file(path) for path in args.files]
     model, _ = load_shine(args.base, args.adapter)
-    config = model.peft_config[model.active_adapter]
+    options = {"chunk_combination": args.chunk_combination}
     if args.max_rank is not None:
-        config.max_lora_rank = args.max_rank
-    if args.chunk_combination is not None:
-        config.chunk_combination = args.chunk_combination
-    absorbed = model.absorb_context(texts, compose=args.compose)
+        options["max_lora_rank"] = args.max_rank
+    absorbed = model.absorb_context(texts, compose=args.compose, **options)
     output = Path(args.output)
     names = ["+".join(Path(p).stem for p in args.files)] if args.compose else [Path(p).stem for p in args.files]
     for index, name in enumerate(names):

@@ -21,6 +21,21 @@ def concat_along_rank(parts: list[Factors], weights: list[float] | None = None) 
     return a, b
 
 
+def combination_weights(chunk_counts: list[int], combination: str) -> list[float] | None:
+    """Weights of parts holding `chunk_counts` chunks each when their deltas are combined: each part's share of all
+    chunks under `combination="mean"` (a mean over chunks), None (a plain sum) under "sum"."""
+    if combination == "sum":
+        return None
+    total = sum(chunk_counts)
+    return [count / total for count in chunk_counts]
+
+
+def check_weight_count(weights: list[float] | None, num_contexts: int) -> None:
+    """Raise ValueError unless `weights` is None or holds one weight per context."""
+    if weights is not None and len(weights) != num_contexts:
+        raise ValueError(f"Got {len(weights)} weights for {num_contexts} contexts.")
+
+
 def stack_padded(contexts: list[Factors]) -> Factors:
     """Per-context factors of ranks r_c -> A (C, in, R), B (C, R, out), R = max r_c, zero-padded (zero rank
     components add nothing to the delta)."""

@@ -98,12 +98,8 @@ class ShineConfig(PeftConfig):
             )
         if self.lora_scale <= 0:
             raise ValueError(f"ShineConfig.lora_scale must be > 0, got {self.lora_scale}.")
-        if self.context_overflow not in ("chunk", "truncate", "error"):
-            raise ValueError(
-                f"ShineConfig.context_overflow must be 'chunk', 'truncate' or 'error', got {self.context_overflow!r}."
-            )
-        if self.chunk_combination not in ("mean", "sum"):
-            raise ValueError(f"ShineConfig.chunk_combination must be 'mean' or 'sum', got {self.chunk_combination!r}.")
+        check_choice("context_overflow", self.context_overflow, "ShineConfig.")
+        check_choice("chunk_combination", self.chunk_combination, "ShineConfig.")
         if not 0 <= self.chunk_overlap_tokens < self.max_context_tokens:
             raise ValueError(
                 f"ShineConfig.chunk_overlap_tokens must be in [0, max_context_tokens), got {self.chunk_overlap_tokens}."
@@ -166,6 +162,17 @@ class ShineConfig(PeftConfig):
         config._adapter_source = os.path.join(source, subfolder) if subfolder and os.path.isdir(source) else source
         check_adapter_weights(source, subfolder, **cls._split_kwargs(kwargs)[0])
         return config
+
+
+CHOICES = {"context_overflow": ("chunk", "truncate", "error"), "chunk_combination": ("mean", "sum")}
+
+
+def check_choice(name: str, value: str, owner: str = "") -> None:
+    """Raise ValueError unless `value` is one of the allowed values of the option `name` (see `CHOICES`)."""
+    allowed = CHOICES[name]
+    if value not in allowed:
+        listed = ", ".join(repr(choice) for choice in allowed[:-1]) + f" or {allowed[-1]!r}"
+        raise ValueError(f"{owner}{name} must be {listed}, got {value!r}.")
 
 
 def default_num_heads(width: int) -> int:

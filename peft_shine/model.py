@@ -14,8 +14,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .absorbed import AbsorbedContext
-from .composition import concat_along_rank
-from .config import ShineConfig
+from .composition import check_weight_count
+from .config import ChunkCombination, ContextOverflow, ShineConfig, check_choice
 from .distillation import answer_token_kl
 from .generation import generate_answers, padded_on_device
 from .hypernetwork import LoraFactors, ShineHypernetwork, SlicingPlan, context_variance_share, module_key
@@ -295,17 +295,23 @@ class ShineModel(BaseTuner):
         )
 
     def context_chunks(
-        self, context: ContextInput, tokenizer: PreTrainedTokenizerBase | None = None
+        self,
+        context: ContextInput,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        context_overflow: ContextOverflow | None = None,
     ) -> list[list[list[int]]]:
         """Plain-text token ids of each context's chunks: one chunk per context, except that under the "chunk"
         policy a context longer than `max_context_tokens` is split on sentence/line boundaries (see
-        `tokenization.split_into_chunks`); "truncate" and "error" apply as in `fit_context_lengths`."""
+        `tokenization.split_into_chunks`); "truncate" and "error" apply as in `fit_context_lengths`. The policy is
+        `context_overflow`, default the config's."""
         texts = as_text_list(context)
         tokenizer = self.resolve_tokenizer(tokenizer)
         config = self.shine_config
+        overflow = context_overflow or config.context_overflow
+        check_choice("context_overflow", overflow)
         token_ids = encode_plain(tokenizer, texts)
-        if config.context_overflow != "chunk":
-            fitted = fit_context_lengths(token_ids, config.max_context_tokens, config.context_overflow)
+        if overflow != "chunk":
+            fitted = fit_context_lengths(token_ids, config.max_context_tokens, overflow)
             return [[ids] for ids in fitted]
         return [
             split_into_chunks(tokenizer, text, config.max_context_tokens, config.chunk_overlap_tokens)
@@ -361,76 +367,54 @@ class ShineModel(BaseTuner):
         compose: bool = False,
         weights: Sequence[float] | None = None,
         append: bool = False,
+        max_lora_rank: int | None | str = "config",
+        chunk_combination: ChunkCombination | None = None,
+        context_overflow: ContextOverflow | None = None,
     ) -> AbsorbedContext:
-        """Read one context (str) or a batch (list of str) and switch the model to the generated LoRA(s).
+        """Read one context (str) or a batch (list of str) and switch the model to the generated LoRA(s):
+        chunks -> encode -> combine -> use.
 
         - Default: one adapter per context; row i of the next forward/generate uses context i (several rows per
           context: context-major). Replaces any context absorbed before.
-        - A context longer than `max_context_tokens` is chunked (policy "chunk"): every chunk is encoded, and the
-          chunk LoRAs are concatenated along the rank axis, so the context's delta is the mean (default) or the sum
-          of the chunk deltas (`chunk_combination`).
+        - A context longer than `max_context_tokens` is chunked (`context_overflow="chunk"`): every chunk is encoded,
+          and the chunk LoRAs are concatenated along the rank axis, so the context's delta is the mean or the sum of
+          the chunk deltas (`chunk_combination`).
         - `compose=True`: one adapter holding all contexts (same mechanism): the mean or sum of their deltas, or
           with `weights` the weighted sum sum_d w_d D_d.
         - `append=True`: add this text's chunks to the current (single) adapter without re-encoding it; under "mean"
           the result is the mean over all chunks, old and new (the old delta is rescaled).
-        - With `max_lora_rank` set, a larger adapter is compressed to that rank (truncated SVD per module).
+        - With `max_lora_rank` an int, a larger adapter is compressed to that rank (truncated SVD per module); None
+          keeps the full rank.
 
-        Returns the `AbsorbedContext` (exportable as a plain PEFT LoRA).
+        `max_lora_rank`, `chunk_combination` and `context_overflow` default to the `ShineConfig` fields of the same
+        names ("config" / None). Returns the `AbsorbedContext` (exportable as a plain PEFT LoRA).
         """
+        config = self.shine_config
+        combination = chunk_combination or config.chunk_combination
+        check_choice("chunk_combination", combination)
+        max_rank = config.max_lora_rank if max_lora_rank == "config" else max_lora_rank
         if weights is not None and not compose:
             raise ValueError("weights= mixes several contexts into one adapter; pass compose=True as well.")
-        documents = self.context_chunks(context, tokenizer)
-        if weights is not None and len(weights) != len(documents):
-            raise ValueError(f"Got {len(weights)} weights for {len(documents)} contexts.")
+        documents = self.context_chunks(context, tokenizer, context_overflow)
+        check_weight_count(weights, len(documents))
         chunks = [chunk for document in documents for chunk in document]
         ids, mask = padded_on_device(chunks, self.resolve_tokenizer(tokenizer), self.model)
-        factors = self._generate_in_batches(ids, mask)
-        contexts, start = [], 0
-        for document in documents:
-            rows = range(start, start + len(document))
-            chunk_weights = self._combination_weights([1] * len(document))
-            contexts.append(
-                {key: concat_along_rank([(a[i], b[i]) for i in rows], chunk_weights) for key, (a, b) in factors.items()}
-            )
-            start += len(document)
-        num_chunks = [len(document) for document in documents]
-        token_counts = [sum(map(len, document)) for document in documents]
-        if compose:
-            weights = weights if weights is not None else self._combination_weights([1] * len(contexts))
-            contexts = [{key: concat_along_rank([c[key] for c in contexts], weights) for key in factors}]
-            num_chunks, token_counts = [sum(num_chunks)], [sum(token_counts)]
-        if append:
-            previous = self.current_context
-            if previous is None or len(previous) != 1 or len(contexts) != 1:
-                raise ValueError(
-                    "append=True adds one text to one absorbed adapter: absorb a single context first, and append "
-                    "a single text (or several with compose=True)."
-                )
-            earlier = previous.context_factors(0)
-            shares = self._combination_weights([previous.num_chunks[0], num_chunks[0]])
-            contexts = [{key: concat_along_rank([earlier[key], contexts[0][key]], shares) for key in factors}]
-            num_chunks = [previous.num_chunks[0] + num_chunks[0]]
-            token_counts = [previous.context_token_counts[0] + token_counts[0]]
-        absorbed = AbsorbedContext.from_parts(
-            contexts,
+        absorbed = AbsorbedContext.from_chunks(
+            self._generate_in_batches(ids, mask),
+            [len(document) for document in documents],
+            combination,
             module_paths={key: path for path, key in self._target_keys.items()},
-            context_token_counts=token_counts,
+            context_token_counts=[sum(map(len, document)) for document in documents],
             base_model_name_or_path=getattr(self.model, "name_or_path", None) or None,
-            num_chunks=num_chunks,
         )
-        max_rank = self.shine_config.max_lora_rank
+        if compose:
+            absorbed = AbsorbedContext.compose([absorbed], weights, combination)
+        if append:
+            absorbed = AbsorbedContext.extended(self.current_context, absorbed, combination)
         if max_rank is not None and absorbed.rank > max_rank:
             absorbed = absorbed.compressed(max_rank)
         self.use_context(absorbed)
         return absorbed
-
-    def _combination_weights(self, chunk_counts: list[int]) -> list[float] | None:
-        """Weights of parts holding `chunk_counts` chunks each when their deltas are combined: each part's share of
-        all chunks under `chunk_combination="mean"` (a mean over chunks), None (a plain sum) under "sum"."""
-        if self.shine_config.chunk_combination == "sum":
-            return None
-        total = sum(chunk_counts)
-        return [count / total for count in chunk_counts]
 
     def use_context(self, absorbed: AbsorbedContext | None) -> None:
         """Answer with an `AbsorbedContext` (e.g. one kept from an earlier `absorb_context`); None = base model.

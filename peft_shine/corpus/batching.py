@@ -117,14 +117,14 @@ def iter_absorbed(
     if batches is None:
         batch_size = batch_size or default_batch_size(shine)
         batches = plan_batches(count_tokens(documents, tokenizer), batch_size, window)
-    previous, configured_rank = shine.current_context, config.max_lora_rank
-    config.max_lora_rank = None  # compress per document below, as a lone absorb would, not per batch
+    previous = shine.current_context
     try:
         for batch in batches:
             if wanted is not None and not any(i in wanted for i in batch):
                 continue
             start = time.perf_counter()
-            absorbed = shine.absorb_context([documents[i].text for i in batch], tokenizer)
+            # compressed per document below, as a lone absorb would, not per batch
+            absorbed = shine.absorb_context([documents[i].text for i in batch], tokenizer, max_lora_rank=None)
             seconds = (time.perf_counter() - start) / len(batch)
             for row, position in enumerate(batch):
                 if wanted is not None and position not in wanted:
@@ -134,5 +134,4 @@ def iter_absorbed(
                     single = single.compressed(max_rank)
                 yield AbsorbedDocument(documents[position], single, seconds)
     finally:
-        config.max_lora_rank = configured_rank
         shine.use_context(previous)

@@ -21,7 +21,6 @@ from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
 from ..absorbed import AbsorbedContext
-from ..composition import concat_along_rank
 from ..tokenization import ICL_TEMPLATE, question_prompt_ids
 
 
@@ -79,16 +78,7 @@ class ShineEngine:
         if len(contexts) == 1:
             return contexts[0]
         config = self.shine.shine_config
-        weights = None if config.chunk_combination == "sum" else [1 / len(contexts)] * len(contexts)
-        parts = [context.context_factors(0) for context in contexts]
-        factors = {key: concat_along_rank([part[key] for part in parts], weights) for key in parts[0]}
-        composed = AbsorbedContext.from_parts(
-            [factors],
-            module_paths=contexts[0].module_paths,
-            context_token_counts=[sum(c.context_token_counts[0] for c in contexts)],
-            base_model_name_or_path=contexts[0].base_model_name_or_path,
-            num_chunks=[sum(c.num_chunks[0] for c in contexts)],
-        )
+        composed = AbsorbedContext.compose(contexts, combination=config.chunk_combination)
         if config.max_lora_rank is not None and composed.rank > config.max_lora_rank:
             composed = composed.compressed(config.max_lora_rank)
         return composed
