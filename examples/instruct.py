@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         InstructDataset(load_qa_records(data_args.eval_file), tokenizer, **options) if data_args.eval_file else None
     )
     config = model.peft_config[model.active_adapter]
-    # The weight rides in every batch as a python float: the Trainer, accelerate and DDP pass it to forward untouched.
-    collator = ShineDataCollator(tokenizer, config.max_context_tokens, config.context_overflow, objective_args.weight)
+    collator = ShineDataCollator(tokenizer, config.max_context_tokens, config.context_overflow)
     train_and_save(
         model,
         training_args,
@@ -93,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         eval_dataset,
         schedule_args.freeze_encoder_steps,
         schedule_args.max_train_minutes,
+        distill_weight=objective_args.weight,
     )
 
 

@@ -141,13 +141,7 @@ class ShineConfig(PeftConfig):
             self.m2p_intermediate_size = 2 * self.m2p_hidden_size
 
     # ----------------------------------------------------------------------------------------------------------------
-    # The tokenizer travels with the adapter: `PeftModel.save_pretrained` hands the directory to the config.
-
-    def save_pretrained(self, save_directory: str, **kwargs: Any) -> None:
-        super().save_pretrained(save_directory, **kwargs)
-        tokenizer = getattr(self, "_tokenizer", None)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(save_directory)
+    # Loading checks the weights file before PEFT reads it (PEFT would fall back to unpickling adapter_model.bin).
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str, subfolder: str | None = None, **kwargs: Any):
@@ -158,9 +152,7 @@ class ShineConfig(PeftConfig):
         model (PEFT itself would fall back to unpickling `adapter_model.bin`). To read only the config of a folder
         without weights, use `PeftConfig.from_pretrained`."""
         config = super().from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
-        source = str(pretrained_model_name_or_path)
-        config._adapter_source = os.path.join(source, subfolder) if subfolder and os.path.isdir(source) else source
-        check_adapter_weights(source, subfolder, **cls._split_kwargs(kwargs)[0])
+        check_adapter_weights(str(pretrained_model_name_or_path), subfolder, **cls._split_kwargs(kwargs)[0])
         return config
 
 

@@ -11,22 +11,17 @@ import torch
 from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
-from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .absorbed import AbsorbedContext
+from .building import build_hypernetwork, record_or_check_base
 from .composition import check_weight_count
 from .config import ChunkCombination, ContextOverflow, ShineConfig, check_choice
-from .distillation import answer_token_kl
+from .encoding import encode_memory_states, generate_in_batches, install_checkpoint_replay
 from .generation import generate_answers, padded_on_device
-from .hypernetwork import LoraFactors, ShineHypernetwork, SlicingPlan, context_variance_share, module_key
+from .hypernetwork import LoraFactors, ShineHypernetwork, context_variance_share, module_key
 from .layer import ShineLinear, ShineRuntime, ShineState
-from .structure import DecoderStructure, discover_structure, with_state_replay
-from .tokenization import (
-    as_text_list,
-    encode_plain,
-    fit_context_lengths,
-    split_into_chunks,
-)
+from .structure import discover_structure
+from .tokenization import as_text_list, context_token_chunks
 
 ContextInput = str | Sequence[str]
 
@@ -52,12 +47,11 @@ class ShineModel(BaseTuner):
             raise ValueError("A model holds one SHINE adapter; load another SHINE adapter onto a fresh base model.")
         config: ShineConfig = self.peft_config[adapter_name]
         structure = discover_structure(model, config.target_modules)
-        self._record_or_check_base(model, config, structure)
+        record_or_check_base(model, config, structure)
         config.resolve_sizes()
         self.runtime = ShineRuntime()
         self.current_context: AbsorbedContext | None = None
-        self._tokenizer: PreTrainedTokenizerBase | None = None
-        self.skipped_batches = {"no_answer_tokens": 0, "non_finite_loss": 0}
+        self.tokenizer: PreTrainedTokenizerBase | None = None  # see resolve_tokenizer
         self.train_encoder = True  # False: the context encode pass runs without gradients (see generate_lora)
         self._structure = structure
         self._target_keys = {
@@ -71,58 +65,11 @@ class ShineModel(BaseTuner):
             for name, shape in structure.module_shapes.items()
         }
         super().inject_adapter(model, adapter_name, **kwargs)
-        self.shine_hypernetwork = nn.ModuleDict({adapter_name: self._build_hypernetwork(model, config)})
+        self.shine_hypernetwork = nn.ModuleDict({adapter_name: build_hypernetwork(model, config)})
         if config.inference_mode:
             for name, param in self.named_parameters():
                 if self.prefix in name:
                     param.requires_grad_(False)
-
-    @staticmethod
-    def _record_or_check_base(model: nn.Module, config: ShineConfig, structure: DecoderStructure) -> None:
-        text_config = model.config.get_text_config()
-        found = {
-            "base_model_type": text_config.model_type,
-            "base_hidden_size": text_config.hidden_size,
-            "base_num_layers": len(structure.layers),
-            "target_module_shapes": [[name, i, o] for name, (i, o) in structure.module_shapes.items()],
-        }
-        recorded = {name: getattr(config, name) for name in found}
-        if all(value is None for value in recorded.values()):
-            for name, value in found.items():
-                setattr(config, name, value)
-            config.target_modules = list(structure.module_shapes)
-            return
-        if recorded != found:
-            described = {k: v for k, v in recorded.items() if k != "target_module_shapes"}
-            actual = {k: v for k, v in found.items() if k != "target_module_shapes"}
-            raise ValueError(
-                f"This SHINE adapter was built for a base with {described} and target modules "
-                f"{recorded['target_module_shapes']}, but the model it is loaded onto "
-                f"({getattr(model, 'name_or_path', '') or type(model).__name__}) has {actual} and target modules "
-                f"{found['target_module_shapes']}. Load it onto the base it was trained for "
-                f"({config.base_model_name_or_path or 'see adapter_config.json'})."
-            )
-
-    def _build_hypernetwork(self, model: nn.Module, config: ShineConfig) -> ShineHypernetwork:
-        embeddings = model.get_input_embeddings().weight
-        plan = SlicingPlan(
-            module_shapes=tuple((name, i, o) for name, i, o in config.target_module_shapes),
-            rank=config.lora_rank,
-            num_layers=config.base_num_layers,
-        )
-        hypernetwork = ShineHypernetwork(
-            plan,
-            hidden_size=config.base_hidden_size,
-            num_slots=config.num_memory_tokens,
-            width=config.m2p_hidden_size,
-            num_heads=config.m2p_num_heads,
-            intermediate_size=config.m2p_intermediate_size,
-            num_blocks=config.m2p_layers,
-            lora_scale=config.lora_scale,
-            stats_momentum=config.memory_stats_momentum,
-            embedding_std=embeddings.detach().float().std().item(),
-        )
-        return hypernetwork.to(embeddings.device)
 
     def _check_target_module_exists(self, peft_config: ShineConfig, key: str) -> bool:
         return key in self._target_keys
@@ -171,128 +118,64 @@ class ShineModel(BaseTuner):
     def encode_memory_states(
         self, context_input_ids: torch.Tensor, context_attention_mask: torch.Tensor
     ) -> torch.Tensor:
-        """Left-padded contexts (B, T) + M memory tokens -> memory states (B, L, M, H).
-
-        One pass of the frozen base with the meta-LoRA on; forward hooks take each decoder layer's output at the M
-        memory positions (before the final norm)."""
-        hypernetwork = self.hypernetwork
-        num_slots = hypernetwork.num_slots
-        batch = context_input_ids.shape[0]
-        context_embeds = self.model.get_input_embeddings()(context_input_ids)
-        memory = hypernetwork.memory_embeddings.to(context_embeds.dtype).expand(batch, -1, -1)
-        inputs_embeds = torch.cat([context_embeds, memory], dim=1)
-        memory_mask = context_attention_mask.new_ones(batch, num_slots)
-        attention_mask = torch.cat([context_attention_mask, memory_mask], dim=1)
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-        memory_states: list[torch.Tensor] = []
-
-        def collect(module, inputs, output):
-            hidden = output[0] if isinstance(output, tuple) else output
-            memory_states.append(hidden[:, -num_slots:])
-
-        self._install_checkpoint_replay()
-        hooks = [layer.register_forward_hook(collect) for layer in self._structure.layers]
-        try:
-            with self.runtime.using(ShineState("encode")):
-                self.model.base_model(
-                    inputs_embeds=inputs_embeds,
-                    attention_mask=attention_mask,
-                    position_ids=position_ids,
-                    use_cache=False,
-                )
-        finally:
-            for hook in hooks:
-                hook.remove()
-        return torch.stack(memory_states, dim=1)
-
-    def _install_checkpoint_replay(self) -> None:
-        """Make activation checkpointing of the decoder layers replay under the state each layer first ran with."""
-        for layer in self._structure.layers:
-            func = getattr(layer, "_gradient_checkpointing_func", None)
-            if getattr(layer, "gradient_checkpointing", False) and not getattr(func, "shine_replays_state", False):
-                layer._gradient_checkpointing_func = with_state_replay(func, self.runtime)
+        """Left-padded contexts (B, T) + M memory tokens -> memory states (B, L, M, H) (`encoding.py`)."""
+        return encode_memory_states(
+            self.model,
+            self._structure.layers,
+            self.runtime,
+            self.hypernetwork.memory_embeddings,
+            context_input_ids,
+            context_attention_mask,
+        )
 
     def forward(
         self,
         *args: Any,
         context_input_ids: torch.Tensor | None = None,
         context_attention_mask: torch.Tensor | None = None,
-        teacher_input_ids: torch.Tensor | None = None,
-        teacher_attention_mask: torch.Tensor | None = None,
-        teacher_labels: torch.Tensor | None = None,
-        distill_weight: float = 1.0,
         **kwargs: Any,
     ):
         """The base model's forward; with `context_input_ids` (B_ctx, T) the contexts are encoded first (with
         gradients when training) and row i of the batch answers with the LoRA of context i // (rows / B_ctx).
 
-        With `teacher_input_ids` (B, L_t) (the chat with the context in the prompt, see `InstructDataset(...,
-        teacher=True)`) and `teacher_labels` (B, L_t), the plain base reads them without gradients and the loss
-        becomes `distill_weight * answer_token_kl(...) + (1 - distill_weight) * cross-entropy` on `labels` (B, L)."""
-        labels = kwargs.get("labels")
-        if self.training and labels is not None and not (labels[..., 1:] != -100).any():
-            return self._skip_batch("no_answer_tokens")
-        if teacher_input_ids is not None:
-            if labels is None or teacher_labels is None:
-                raise ValueError("Distillation (teacher_input_ids) needs both `labels` and `teacher_labels`.")
-            teacher_logits = self._teacher_logits(teacher_input_ids, teacher_attention_mask)
-        if context_input_ids is None:
-            self._install_checkpoint_replay()
-            output = self.model(*args, **kwargs)
-        else:
-            if context_attention_mask is None:
-                context_attention_mask = torch.ones_like(context_input_ids)
-            factors = self.generate_lora(context_input_ids, context_attention_mask, update_statistics=self.training)
-            with self.runtime.using(ShineState("answer", factors)):
-                output = self.model(*args, **kwargs)
-        if teacher_input_ids is not None:
-            kl = answer_token_kl(
-                output.logits, labels, teacher_logits, teacher_labels, kwargs.get("num_items_in_batch")
+        The training loss policy (distillation, batches without answer tokens) is `objective.ShineLoss`, the
+        `compute_loss_func` of the Trainer; with `labels` this forward returns the base model's own loss."""
+        teacher_fields = sorted(key for key in kwargs if key.startswith("teacher_") or key == "distill_weight")
+        if teacher_fields:
+            raise ValueError(
+                f"{teacher_fields} are loss inputs, not model inputs: train with "
+                "Trainer(compute_loss_func=peft_shine.ShineLoss(model, distill_weight)), which takes them out of the "
+                "batch (or drop them)."
             )
-            output.loss = distill_weight * kl + (1.0 - distill_weight) * output.loss
-        if self.training and getattr(output, "loss", None) is not None and not torch.isfinite(output.loss):
-            return self._skip_batch("non_finite_loss")
-        return output
-
-    @torch.no_grad()
-    def _teacher_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """(B, L_t, V) logits of the plain base model (no generated LoRA, no meta-LoRA) on (B, L_t) teacher ids."""
-        with self.runtime.using(ShineState()):
-            return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-
-    def _skip_batch(self, reason: str) -> CausalLMOutputWithPast:
-        """A zero loss that still reaches every trainable tensor (zero gradients, so data-parallel ranks stay in
-        step); counted in `skipped_batches` and logged by `ShineTrainingCallback`."""
-        self.skipped_batches[reason] += 1
-        trainable = [param for param in self.parameters() if param.requires_grad]
-        return CausalLMOutputWithPast(loss=sum(param.sum() for param in trainable) * 0.0)
+        if context_input_ids is None:
+            install_checkpoint_replay(self._structure.layers, self.runtime)
+            return self.model(*args, **kwargs)
+        if context_attention_mask is None:
+            context_attention_mask = torch.ones_like(context_input_ids)
+        factors = self.generate_lora(context_input_ids, context_attention_mask, update_statistics=self.training)
+        with self.runtime.using(ShineState("answer", factors)):
+            return self.model(*args, **kwargs)
 
     # ----------------------------------------------------------------------------------------------------------------
     # Absorb / forget / ask
 
     def resolve_tokenizer(self, tokenizer: PreTrainedTokenizerBase | None = None) -> PreTrainedTokenizerBase:
-        """The tokenizer to use: the one given (remembered, and saved with `save_pretrained`), else one remembered,
-        else one saved with the adapter, else the base model's (`name_or_path`)."""
+        """The tokenizer to use: the one given (remembered as `self.tokenizer`), else the one remembered, else the
+        base model's (`AutoTokenizer.from_pretrained(name_or_path)`; SHINE never changes the tokenizer)."""
         if tokenizer is not None:
-            self._tokenizer = tokenizer
-            self.shine_config._tokenizer = tokenizer
-            return tokenizer
-        if self._tokenizer is not None:
-            return self._tokenizer
-        tried = []
-        for source in (getattr(self.shine_config, "_adapter_source", None), getattr(self.model, "name_or_path", None)):
-            if not source:
-                continue
+            self.tokenizer = tokenizer
+        if self.tokenizer is None:
+            source = getattr(self.model, "name_or_path", None)
             try:
-                return self.resolve_tokenizer(AutoTokenizer.from_pretrained(source))
+                self.tokenizer = AutoTokenizer.from_pretrained(source) if source else None
             except (OSError, ValueError, TypeError, KeyError) as error:
-                tried.append(f"{source!r} ({type(error).__name__})")
-        raise ValueError(
-            "No tokenizer found for this SHINE model (tried: "
-            f"{', '.join(tried) or 'no adapter source and no base name_or_path'}). Pass one: "
-            "`model.absorb_context(text, tokenizer=AutoTokenizer.from_pretrained(<base model>))`."
-        )
+                source = f"{source!r} ({type(error).__name__})"
+            if self.tokenizer is None:
+                raise ValueError(
+                    f"No tokenizer found for this SHINE model (tried: {source or 'the base has no name_or_path'}). "
+                    "Pass one: `model.absorb_context(text, tokenizer=AutoTokenizer.from_pretrained(<base model>))`."
+                )
+        return self.tokenizer
 
     def context_chunks(
         self,
@@ -304,21 +187,16 @@ class ShineModel(BaseTuner):
         policy a context longer than `max_context_tokens` is split on sentence/line boundaries (see
         `tokenization.split_into_chunks`); "truncate" and "error" apply as in `fit_context_lengths`. The policy is
         `context_overflow`, default the config's."""
-        texts = as_text_list(context)
-        tokenizer = self.resolve_tokenizer(tokenizer)
         config = self.shine_config
         overflow = context_overflow or config.context_overflow
         check_choice("context_overflow", overflow)
-        token_ids = encode_plain(tokenizer, texts)
-        if overflow != "chunk":
-            fitted = fit_context_lengths(token_ids, config.max_context_tokens, overflow)
-            return [[ids] for ids in fitted]
-        return [
-            split_into_chunks(tokenizer, text, config.max_context_tokens, config.chunk_overlap_tokens)
-            if len(ids) > config.max_context_tokens
-            else [ids]
-            for text, ids in zip(texts, token_ids, strict=True)
-        ]
+        return context_token_chunks(
+            self.resolve_tokenizer(tokenizer),
+            as_text_list(context),
+            config.max_context_tokens,
+            overflow,
+            config.chunk_overlap_tokens,
+        )
 
     def tokenize_contexts(
         self, context: ContextInput, tokenizer: PreTrainedTokenizerBase | None = None
@@ -327,36 +205,6 @@ class ShineModel(BaseTuner):
         unless some are chunked)."""
         chunks = [chunk for document in self.context_chunks(context, tokenizer) for chunk in document]
         return padded_on_device(chunks, self.resolve_tokenizer(tokenizer), self.model)
-
-    def _generate_in_batches(self, ids: torch.Tensor, mask: torch.Tensor) -> LoraFactors:
-        """`generate_lora` over (N, T) chunks, `chunk_batch_size` at a time -> A (N, in, r), B (N, r, out)."""
-        step = self.shine_config.chunk_batch_size
-        batches = [self.generate_lora(ids[i : i + step], mask[i : i + step]) for i in range(0, ids.shape[0], step)]
-        factors = {
-            key: (torch.cat([f[key][0] for f in batches]), torch.cat([f[key][1] for f in batches]))
-            for key in batches[0]
-        }
-        for key, (a, b) in factors.items():
-            if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
-                raise FloatingPointError(
-                    f"The generated LoRA of module {key} (A {tuple(a.shape)}, B {tuple(b.shape)}) is not finite: "
-                    f"{self._non_finite_cause()}. The current context is unchanged."
-                )
-        return factors
-
-    def _non_finite_cause(self) -> str:
-        """Why generated factors are not finite: the hypernetwork tensors that are not, else an overflow in the base."""
-        tensors = [*self.hypernetwork.named_parameters(), *self.hypernetwork.named_buffers()]
-        broken = [name for name, tensor in tensors if tensor.is_floating_point() and not tensor.isfinite().all()]
-        if broken:
-            return (
-                f"the hypernetwork tensors {broken} hold NaN/Inf (damaged adapter weights or a diverged training run); "
-                "reload a good checkpoint"
-            )
-        return (
-            "every hypernetwork tensor is finite, so the base model's hidden states overflowed; load the base in "
-            "bfloat16 or float32 (float16 overflows easily)"
-        )
 
     @torch.no_grad()
     def absorb_context(
@@ -400,7 +248,7 @@ class ShineModel(BaseTuner):
         chunks = [chunk for document in documents for chunk in document]
         ids, mask = padded_on_device(chunks, self.resolve_tokenizer(tokenizer), self.model)
         absorbed = AbsorbedContext.from_chunks(
-            self._generate_in_batches(ids, mask),
+            generate_in_batches(self.generate_lora, self.hypernetwork, ids, mask, config.chunk_batch_size),
             [len(document) for document in documents],
             combination,
             module_paths={key: path for path, key in self._target_keys.items()},

@@ -110,6 +110,21 @@ def fit_context_lengths(token_ids: list[list[int]], max_tokens: int, overflow: s
     return fitted
 
 
+def context_token_chunks(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_tokens: int, overflow: str, overlap: int = 0
+) -> list[list[list[int]]]:
+    """Plain-text token ids of each text's chunks: one chunk per text, except that under the "chunk" policy a text
+    longer than `max_tokens` is split on sentence/line boundaries (`split_into_chunks`, `overlap` tokens shared);
+    "truncate" and "error" apply as in `fit_context_lengths`."""
+    token_ids = encode_plain(tokenizer, texts)
+    if overflow != "chunk":
+        return [[ids] for ids in fit_context_lengths(token_ids, max_tokens, overflow)]
+    return [
+        split_into_chunks(tokenizer, text, max_tokens, overlap) if len(ids) > max_tokens else [ids]
+        for text, ids in zip(texts, token_ids, strict=True)
+    ]
+
+
 ICL_TEMPLATE = "{context}\n\nQuestion: {question}"
 """The user turn of the in-context baseline (and of the distillation teacher): context, blank line, question."""
 

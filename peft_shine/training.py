@@ -17,6 +17,7 @@ from transformers import (
 )
 
 from .config import ShineConfig
+from .objective import ShineLoss
 
 
 @dataclass
@@ -113,20 +114,26 @@ def build_shine_model(
         model = PeftModel.from_pretrained(base, adapter_name_or_path, is_trainable=True)
     else:
         model = get_peft_model(base, shine_args.to_config())
-    model.base_model.resolve_tokenizer(tokenizer)  # saved with every checkpoint
+    model.base_model.resolve_tokenizer(tokenizer)
     return model
 
 
 class ShineTrainingCallback(TrainerCallback):
-    """Logs the batches SHINE skipped (no answer tokens, non-finite loss), advances the curriculum and ends the
-    frozen-encoder warm start after `freeze_encoder_steps` steps (see `ScheduleArguments`).
+    """Logs the batches the `ShineLoss` skipped (no answer tokens, non-finite loss), advances the curriculum and ends
+    the frozen-encoder warm start after `freeze_encoder_steps` steps (see `ScheduleArguments`).
 
     The curriculum progress of `train_dataset` (an `InstructDataset` built with `curriculum_steps`) is set to
     `global_step / curriculum_steps` when training starts or resumes and before every step. The dataset must be read
     in the training process (`dataloader_num_workers=0`): worker processes hold copies that miss the update.
     """
 
-    def __init__(self, train_dataset=None, freeze_encoder_steps: int = 0, max_train_minutes: float | None = None):
+    def __init__(
+        self,
+        train_dataset=None,
+        freeze_encoder_steps: int = 0,
+        max_train_minutes: float | None = None,
+        loss: ShineLoss | None = None,
+    ):
         if freeze_encoder_steps < 0:
             raise ValueError(f"freeze_encoder_steps must be >= 0, got {freeze_encoder_steps}.")
         if max_train_minutes is not None and max_train_minutes <= 0:
@@ -134,6 +141,7 @@ class ShineTrainingCallback(TrainerCallback):
         self.train_dataset = train_dataset
         self.freeze_encoder_steps = freeze_encoder_steps
         self.max_train_minutes = max_train_minutes
+        self.loss = loss
         self._started = time.monotonic()
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -163,7 +171,7 @@ class ShineTrainingCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, model=None, **kwargs):
         """Add the skip counts to the printed logs and to the `log_history` entry the Trainer just appended (saved
         in trainer_state.json); `report_to` integrations run before user callbacks and do not see them."""
-        skipped = getattr(getattr(model, "base_model", None), "skipped_batches", None)
+        skipped = getattr(self.loss, "skipped", None)
         if logs is not None and skipped is not None:
             counts = {f"skipped_{reason}": count for reason, count in skipped.items()}
             logs.update(counts)
@@ -188,17 +196,21 @@ def train_and_save(
     eval_dataset=None,
     freeze_encoder_steps: int = 0,
     max_train_minutes: float | None = None,
+    distill_weight: float = 0.0,
 ) -> Trainer:
-    """Train with a stock `Trainer`, save the adapter (+ tokenizer) and `trainer_state.json` to `output_dir`, push if
-    asked."""
+    """Train with a stock `Trainer` (loss: `ShineLoss(model, distill_weight)` as its `compute_loss_func`), save the
+    adapter (+ tokenizer) and `trainer_state.json` to `output_dir`, push if asked."""
     check_training_arguments(training_args)
+    loss = ShineLoss(model, distill_weight)
     trainer = Trainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=data_collator,
-        callbacks=[ShineTrainingCallback(train_dataset, freeze_encoder_steps, max_train_minutes)],
+        processing_class=model.base_model.resolve_tokenizer(),  # saved with every checkpoint and the final adapter
+        compute_loss_func=loss,
+        callbacks=[ShineTrainingCallback(train_dataset, freeze_encoder_steps, max_train_minutes, loss)],
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)

@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 from transformers import Trainer, TrainingArguments
 
 from peft_shine.data import InstructDataset, ShineDataCollator
+from peft_shine.objective import ShineLoss
 from peft_shine.training import ShineTrainingCallback
 from tests.helpers import build_shine, build_tokenizer
 
@@ -54,12 +55,14 @@ def main(out: Path) -> None:
 
     dataset = InstructDataset(QA, tokenizer, mode="single", seed=0)
     before = trainable(model)
+    loss = ShineLoss(model)
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=dataset,
         data_collator=recording_collator,
-        callbacks=[ShineTrainingCallback(dataset)],
+        compute_loss_func=loss,
+        callbacks=[ShineTrainingCallback(dataset, loss=loss)],
     )
     trainer.train()
     save_file(before, str(out / f"before{rank}.safetensors"))

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from peft_shine.data import IGNORE_INDEX, InstructDataset, ShineDataCollator, short_context
 from peft_shine.distillation import answer_token_kl
 from peft_shine.model import ShineModel
+from peft_shine.objective import ShineLoss
 from peft_shine.tokenization import ICL_TEMPLATE
 from tests.helpers import build_model, build_shine
 from tests.test_training import QA, ROOT, write_jsonl
@@ -126,13 +127,16 @@ def test_collator_pads_teacher_fields_right_and_adds_the_weight(tokenizer):
 
 
 @pytest.mark.parametrize("weight", [1.0, 0.3])
-def test_training_forward_mixes_kl_to_the_plain_base_and_cross_entropy(tokenizer, weight):
+def test_shine_loss_mixes_kl_to_the_plain_base_and_cross_entropy(tokenizer, weight):
     model = build_shine(vocab_size=len(tokenizer)).train()
+    loss_func = ShineLoss(model, weight)
     dataset = InstructDataset(MULTI, tokenizer, mode="single", num_distractors=1, teacher=True)
-    batch = ShineDataCollator(tokenizer, 128, distill_weight=weight)([dataset[0], dataset[1], dataset[2]])
-    out = model(**batch)
-    assert torch.isfinite(out.loss)
-    out.loss.backward(retain_graph=True)
+    batch = ShineDataCollator(tokenizer, 128)([dataset[0], dataset[1], dataset[2]])
+    inputs = {key: value for key, value in batch.items() if key != "labels"}  # what the Trainer passes to forward
+    out = model(**inputs)  # the loss's pre-hook takes the teacher fields out of the model's inputs
+    loss = loss_func(out, batch["labels"])
+    assert torch.isfinite(loss)
+    loss.backward(retain_graph=True)
     trainable = [param for param in model.parameters() if param.requires_grad]
     for name, param in model.named_parameters():
         if param.requires_grad:
@@ -147,18 +151,29 @@ def test_training_forward_mixes_kl_to_the_plain_base_and_cross_entropy(tokenizer
     kl = hand_kl(out.logits, labels, teacher, batch["teacher_labels"])
     ce = F.cross_entropy(out.logits[:, :-1].flatten(0, 1).double(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
     expected = weight * kl + (1 - weight) * ce
-    torch.testing.assert_close(out.loss.detach().double(), expected.detach())
+    torch.testing.assert_close(loss.detach().double(), expected.detach())
     for param, grad in zip(trainable, torch.autograd.grad(expected, trainable)):
         torch.testing.assert_close(param.grad, grad.float(), rtol=1e-4, atol=1e-7)
 
 
-def test_batches_without_answer_tokens_are_still_skipped_with_a_teacher(tokenizer):
+def test_teacher_fields_are_not_model_inputs(tokenizer):
     model = build_shine(vocab_size=len(tokenizer)).train()
     dataset = InstructDataset(QA, tokenizer, mode="single", teacher=True)
     batch = ShineDataCollator(tokenizer, 128)([dataset[0]])
-    batch["labels"].fill_(IGNORE_INDEX)
-    out = model(**batch)
-    assert out.loss.item() == 0.0 and model.base_model.skipped_batches["no_answer_tokens"] == 1
+    with pytest.raises(ValueError, match="loss inputs, not model inputs.*ShineLoss"):
+        model(**batch)
+    with pytest.raises(ValueError, match="teacher_input_ids and teacher_labels"):
+        ShineLoss(model, 0.5)(model(**{k: v for k, v in batch.items() if "teacher" not in k}), batch["labels"])
+
+
+def test_batches_without_answer_tokens_are_still_skipped_with_a_teacher(tokenizer):
+    model = build_shine(vocab_size=len(tokenizer)).train()
+    loss_func = ShineLoss(model, 0.5)
+    dataset = InstructDataset(QA, tokenizer, mode="single", teacher=True)
+    batch = ShineDataCollator(tokenizer, 128)([dataset[0]])
+    labels = batch.pop("labels").fill_(IGNORE_INDEX)
+    loss = loss_func(model(**batch), labels)
+    assert loss.item() == 0.0 and loss_func.skipped["no_answer_tokens"] == 1
 
 
 @pytest.mark.parametrize(("loss", "weight"), [("distill", 1.0), ("mix", 0.25)])

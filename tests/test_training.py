@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from transformers import Trainer, TrainingArguments
 
 from peft_shine.data import InstructDataset, ShineDataCollator
+from peft_shine.objective import ShineLoss
 from peft_shine.training import ShineTrainingCallback, check_training_arguments
 from tests.helpers import build_shine
 
@@ -52,12 +53,14 @@ def train(tokenizer, tmp_path, steps, lr=1e-2, **overrides):
         dataloader_num_workers=0,
     )
     args = TrainingArguments(**{**options, **overrides})
+    loss = ShineLoss(model)
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=dataset,
         data_collator=ShineDataCollator(tokenizer, 64),
-        callbacks=[ShineTrainingCallback(dataset)],
+        compute_loss_func=loss,
+        callbacks=[ShineTrainingCallback(dataset, loss=loss)],
     )
     return trainer, model
 
@@ -101,12 +104,23 @@ def test_bf16_autocast_and_activation_checkpointing_train(tokenizer, tmp_path):
 
 def test_batches_without_answer_tokens_are_skipped_and_counted(tokenizer):
     model = build_shine(vocab_size=len(tokenizer)).train()
+    loss_func = ShineLoss(model)
     ids = torch.tensor([tokenizer("no answer here")["input_ids"]])
-    out = model(input_ids=ids, labels=torch.full_like(ids, -100), context_input_ids=ids)
-    out.loss.backward()
-    assert out.loss.item() == 0.0 and model.base_model.skipped_batches["no_answer_tokens"] == 1
+    loss = loss_func(model(input_ids=ids, context_input_ids=ids), torch.full_like(ids, -100))
+    loss.backward()
+    assert loss.item() == 0.0 and loss_func.skipped["no_answer_tokens"] == 1
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None and not g.any() for g in grads)
+
+
+def test_shine_loss_cross_entropy_equals_the_base_models_own_loss(tokenizer):
+    model = build_shine(vocab_size=len(tokenizer)).train()
+    batch = ShineDataCollator(tokenizer, 64)([InstructDataset(QA, tokenizer, mode="single")[i] for i in range(3)])
+    own = model(**batch).loss
+    labels = batch.pop("labels")
+    assert torch.equal(ShineLoss(model)(model(**batch), labels), own)
+    tokens = int((labels[:, 1:] != -100).sum())
+    assert torch.allclose(ShineLoss(model)(model(**batch), labels, tokens * 2), own / 2)
 
 
 def test_frozen_encoder_warm_start_trains_the_m2p_alone(tokenizer):

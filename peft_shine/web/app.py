@@ -59,11 +59,10 @@ def _documents_markdown(session: WebSession, limits: WebLimits) -> str:
 
 
 def _describe_given(model: PeftModel) -> str:
-    """`describe_model` for a model handed to `build_app` in code: named by its base and adapter sources."""
+    """`describe_model` for a model handed to `build_app` in code: named by its base."""
     shine = model.base_model
     base = getattr(shine.model, "name_or_path", "") or "a base model given in code"
-    adapter = getattr(shine.shine_config, "_adapter_source", None) or "a SHINE model given in code"
-    return describe_model(model, str(base), str(adapter))
+    return describe_model(model, str(base), "a SHINE model given in code")
 
 
 class WebApp:
