@@ -9,9 +9,11 @@ from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPIN
 from .absorbed import AbsorbedContext
 from .config import SHINE_PEFT_TYPE, ShineConfig
 from .corpus import absorb_corpus, load_absorbed
+from .defaults import load_default, load_shine
 from .hypernetwork import ShineHypernetwork, SlicingPlan, context_variance_share
 from .layer import ShineLinear
 from .model import ShineModel
+from .objective import ShineLoss
 
 
 def _register_with_peft() -> None:
@@ -28,10 +30,13 @@ __all__ = [
     "ShineConfig",
     "ShineHypernetwork",
     "ShineLinear",
+    "ShineLoss",
     "ShineModel",
     "SlicingPlan",
     "absorb_corpus",
     "context_variance_share",
     "load_absorbed",
+    "load_default",
+    "load_shine",
 ]
 __version__ = "0.1.0"

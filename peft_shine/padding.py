@@ -1,10 +1,13 @@
 """Padding token-id lists into batches: left padding for prompts and contexts (generation, encoding), right padding
-for training rows and labels, and the pad id a tokenizer implies."""
+for training rows and labels (padded with `IGNORE_INDEX`), and the pad id a tokenizer implies."""
 
 from __future__ import annotations
 
 import torch
 from transformers import PreTrainedTokenizerBase
+
+IGNORE_INDEX = -100
+"""The label of a position without loss (prompt tokens, padding): what `torch.nn.functional.cross_entropy` skips."""
 
 
 def pad_sequences(sequences: list[list[int]], pad_value: int, side: str = "left") -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from peft import PeftModel, get_peft_model
+from peft import PeftModel
 from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -17,6 +17,7 @@ from transformers import (
 )
 
 from .config import ShineConfig
+from .defaults import shine_model
 from .objective import ShineLoss
 
 
@@ -110,12 +111,8 @@ def build_shine_model(
     adapter_name_or_path: str | None = None,
 ) -> PeftModel:
     """A trainable SHINE model: a new adapter from `shine_args`, or the given adapter loaded as trainable."""
-    if adapter_name_or_path:
-        model = PeftModel.from_pretrained(base, adapter_name_or_path, is_trainable=True)
-    else:
-        model = get_peft_model(base, shine_args.to_config())
-    model.base_model.resolve_tokenizer(tokenizer)
-    return model
+    config = None if adapter_name_or_path else shine_args.to_config()
+    return shine_model(base, tokenizer, adapter_name_or_path or None, config=config, is_trainable=True)
 
 
 class ShineTrainingCallback(TrainerCallback):

@@ -178,3 +178,24 @@ def test_save_atomically_replaces_incomplete_copy(tmp_path, tokenizer):
     defaults._save_atomically(build_model("llama", len(tokenizer)), tokenizer, model_dir)
     assert defaults._is_complete(model_dir)
     assert [p.name for p in tmp_path.iterdir()] == [DEFAULT_MODEL_NAME]
+
+
+def test_missing_gguf_extra_error_names_the_install_command(monkeypatch, tmp_path):
+    """`gguf` is the optional extra the default model needs (peft-shine[gguf]); the core package works without it."""
+    real = defaults.find_spec
+    monkeypatch.setattr(defaults, "find_spec", lambda name: None if name == "gguf" else real(name))
+    with pytest.raises(DefaultModelNotInstalledError, match=r"pip install 'peft-shine\[gguf\]'"):
+        load_default_base(cache_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_core_import_needs_neither_gguf_nor_the_training_data_code():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['gguf'] = None; import peft_shine; "
+        "print(sorted(m for m in sys.modules if m.startswith('peft_shine.data') or m == 'gguf' and sys.modules[m]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
