@@ -20,8 +20,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .data import IGNORE_INDEX
-from .padding import pad_id_of, right_pad
+from .padding import IGNORE_INDEX, pad_id_of, right_pad
 from .tokenization import icl_prompt, question_prompt_ids
 
 Record = dict[str, Any]

@@ -9,16 +9,15 @@ written nothing.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from ..data import _file_kind, _is_hf_dataset, _iter_rows, _require_text
+from ..qa_records import require_text
+from ..sources import file_kind, is_hf_dataset, iter_rows, jsonl_lines
 from .storage import INDEX, MANIFEST, SHARD_DIR
 
 MAX_ID_BYTES = 200  # a document id becomes a folder name (filesystems allow 255 bytes)
@@ -87,43 +86,6 @@ def check_id(value: Any, field: str, where: str) -> str:
     return doc_id
 
 
-def _open_binary(path: Path) -> BinaryIO:
-    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else path.open("rb")
-
-
-def _iter_jsonl_lines(path: Path) -> Iterator[tuple[str, dict | CorpusRecordError]]:
-    """(location, record or the error of that line) for every non-blank line of a JSON Lines file.
-
-    `peft_shine.data._iter_jsonl` stops at the first bad line and reports a non-UTF-8 byte without its line; a corpus
-    run must name the line and, under `on_error="skip"`, go on past it, so lines are decoded one at a time here (same
-    "<path>, line <n>" locations and messages)."""
-    with _open_binary(path) as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            where = f"{path}, line {number}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                yield (
-                    where,
-                    CorpusRecordError(
-                        f"{where}: not UTF-8 text ({error.reason}: byte 0x{raw[error.start]:02x} at column "
-                        f"{error.start + 1}); convert the file to UTF-8."
-                    ),
-                )
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                yield where, CorpusRecordError(f"{where}: not valid JSON ({error.msg}).")
-                continue
-            if not isinstance(record, dict):
-                yield where, CorpusRecordError(f"{where}: expected a JSON object, got {type(record).__name__}.")
-                continue
-            yield where, record
-
-
 def _is_dataset_folder(path: Path) -> bool:
     """A folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`."""
     return path.is_dir() and any((path / name).is_file() for name in ("state.json", "dataset_dict.json"))
@@ -146,29 +108,29 @@ def _looks_like_a_path(source: str) -> bool:
     return source.startswith(("/", ".", "~")) or source.count("/") > 1 or source.endswith((".jsonl", ".gz"))
 
 
-def iter_raw_records(source: Any, split: str | None = None) -> Iterator[tuple[str, dict | CorpusRecordError]]:
+def iter_raw_records(source: Any, split: str | None = None) -> Iterator[tuple[str, dict | ValueError]]:
     """(location, record or error) from `source`: a .jsonl / .jsonl.gz path, a `datasets` folder (load_from_disk), a
     Hub dataset id (`datasets.load_dataset(source, split=split)`), a `datasets.Dataset`, or an iterable of dicts."""
-    if _is_hf_dataset(source):
-        yield from _iter_rows(source)
+    if is_hf_dataset(source):
+        yield from iter_rows(source)
         return
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if _is_dataset_folder(path):
             import datasets
 
-            yield from _iter_rows(_dataset_split(datasets.load_from_disk(str(path)), split, str(path)))
+            yield from iter_rows(_dataset_split(datasets.load_from_disk(str(path)), split, str(path)))
         elif path.is_file():
-            if _file_kind(path) != "jsonl":
+            if file_kind(path) != "jsonl":
                 raise ValueError(f"{path}: a corpus file must be JSON Lines (.jsonl or .jsonl.gz).")
-            yield from _iter_jsonl_lines(path)
+            yield from jsonl_lines(path)
         elif path.exists() or _looks_like_a_path(str(source)):
             raise FileNotFoundError(f"{source}: no such JSON Lines file or `datasets` folder.")
         else:
             import datasets
 
             hub = datasets.load_dataset(str(source), split=split)
-            yield from _iter_rows(_dataset_split(hub, split, str(source)))
+            yield from iter_rows(_dataset_split(hub, split, str(source)))
         return
     for index, record in enumerate(source):
         where = f"record {index}"
@@ -202,13 +164,13 @@ def read_corpus(
     for where, record in iter_raw_records(source, split):
         doc_id = None
         try:
-            if isinstance(record, CorpusRecordError):
-                raise record
+            if isinstance(record, ValueError):
+                raise CorpusRecordError(str(record))
             doc_id = check_id(record.get(id_field), id_field, where)
             if doc_id in first_seen:
                 raise CorpusRecordError(f"{where}: duplicate id {doc_id!r} (first seen at {first_seen[doc_id]}).")
             try:
-                text = _require_text(record, text_field, where)
+                text = require_text(record, text_field, where)
             except ValueError as error:
                 raise CorpusRecordError(str(error)) from None
         except CorpusRecordError as error:
