@@ -12,34 +12,24 @@ command line) and `results.md` to `--output_dir`. Without `--base`/`--adapter` t
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import shlex
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable (benchmarks.speed)
+if __package__ in (None, ""):  # run as a script: make the repository root importable (benchmarks.common)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 # ruff: noqa: E402
-import peft
 import torch
-import transformers
 
-from benchmarks.speed.run import cpu_model
-from peft_shine.cli import load_shine
+from benchmarks.common import machine_info, markdown_table, resolve_device, write_results
 from peft_shine.corpus import absorb_corpus, iter_absorbed, padding_share, plan_batches, read_corpus
 from peft_shine.corpus.batching import count_tokens
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from peft_shine.defaults import load_shine
+from peft_shine.evaluation import timed
 
 
 def measure(model, documents, batches, device: torch.device, repeats: int) -> tuple[float, list]:
@@ -47,11 +37,8 @@ def measure(model, documents, batches, device: torch.device, repeats: int) -> tu
     the last run, in document order."""
     times, results = [], []
     for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        results = list(iter_absorbed(model, documents, batches=batches))
-        synchronize(device)
-        times.append(time.perf_counter() - start)
+        results, seconds = timed(device, lambda: list(iter_absorbed(model, documents, batches=batches)))
+        times.append(seconds)
     order = {doc.id: i for i, doc in enumerate(documents)}
     return statistics.median(times), sorted(results, key=lambda item: order[item.document.id])
 
@@ -83,7 +70,7 @@ def agreement(first: list, second: list) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else args.device)
+    device = resolve_device(args.device)
     load_before = os.getloadavg()
     model, tokenizer = load_shine(args.base, args.adapter)
     model.to(device)
@@ -109,13 +96,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for row in rows:
         row["speedup"] = round(row["documents_per_second"] / rows[0]["documents_per_second"], 2)
     agreed = agreement(adapters["one at a time"], adapters[rows[-1]["mode"]])
+    records = [{"id": doc.id, "text": doc.text} for doc in documents]
     with tempfile.TemporaryDirectory() as folder:
-        synchronize(device)
-        start = time.perf_counter()
-        records = [{"id": doc.id, "text": doc.text} for doc in documents]
-        summary = absorb_corpus(model, records, Path(folder) / "out", batch_size=args.batch_size, progress=False)
-        synchronize(device)
-        corpus_seconds = time.perf_counter() - start
+        summary, corpus_seconds = timed(
+            device, absorb_corpus, model, records, Path(folder) / "out", batch_size=args.batch_size, progress=False
+        )
     return {
         "documents": len(documents),
         "tokens": {"mean": round(statistics.mean(counts), 1), "min": min(counts), "max": max(counts)},
@@ -128,18 +113,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "batch_size": args.batch_size,
         },
         "machine": {
-            "platform": platform.platform(),
-            "cpu_model": cpu_model(),
-            "cpu_cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
+            **machine_info(device),
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "peft": peft.__version__,
-            "command": shlex.join(sys.orig_argv),
         },
         "model": {"base": args.base or "default", "adapter": args.adapter or "default"},
     }
@@ -152,14 +128,15 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['documents']} documents, {tokens['mean']} tokens on average ({tokens['min']}-{tokens['max']}), "
         f"{results['machine']['device_name']} ({results['machine']['device']}).",
         "",
-        "| mode | seconds | documents/s | speed-up | padding |",
-        "|---|---|---|---|---|",
+        markdown_table(
+            ["mode", "seconds", "documents/s", "speed-up", "padding"],
+            [
+                [row["mode"], str(row["seconds"]), str(row["documents_per_second"]), f"{row['speedup']}x"]
+                + [f"{100 * row['padding_share']:.1f}%"]
+                for row in results["modes"]
+            ],
+        ).rstrip("\n"),
     ]
-    for row in results["modes"]:
-        lines.append(
-            f"| {row['mode']} | {row['seconds']} | {row['documents_per_second']} | {row['speedup']}x | "
-            f"{100 * row['padding_share']:.1f}% |"
-        )
     corpus, agreement = results["absorb_corpus"], results["batched_vs_one_at_a_time"]
     lines += [
         "",
@@ -189,10 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--output_dir", required=True)
     args = parser.parse_args(argv)
     results = run(args)
-    output = Path(args.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    (output / "results.md").write_text(markdown(results), encoding="utf-8")
+    write_results(results, markdown(results), Path(args.output_dir))
     print(markdown(results))
     return results
 

@@ -31,13 +31,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable (benchmarks.speed)
+if __package__ in (None, ""):  # run as a script: make the repository root importable (benchmarks.common)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 # ruff: noqa: E402
 import argparse
 import bisect
-import json
 import random
 import re
 from collections.abc import Iterator, Sequence
@@ -52,15 +51,24 @@ from peft import PeftModel
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from benchmarks.speed.run import Subject, _table, load_subject, machine_info, max_positions, model_info, resolve_device
+from benchmarks.common import (
+    Subject,
+    add_run_arguments,
+    log2_axis,
+    machine_info,
+    markdown_table,
+    max_positions,
+    subject_on_device,
+    write_results,
+)
 from peft_shine.evaluation import (
     EvalSettings,
     Record,
-    bootstrap_ci,
     exact_match,
     f1,
     group_by_context,
     load_eval_records,
+    mean_with_ci,
     run_icl,
     run_none,
     timed,
@@ -556,8 +564,7 @@ def bench_needle(bench: Bench, corpus: Corpus) -> tuple[list[dict[str, Any]], li
 
 def mean_ci(values: Sequence[float], seed: int) -> dict[str, float]:
     """Count, mean and percentile-bootstrap 95% CI of the values."""
-    low, high = bootstrap_ci(values, seed=seed)
-    return {"n": len(values), "mean": float(np.mean(values)), "ci_low": low, "ci_high": high}
+    return {"n": len(values), **mean_with_ci(values, seed)}
 
 
 def qa_cells(predictions: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
@@ -710,11 +717,11 @@ def markdown_report(results: dict[str, Any]) -> str:
         "## QA F1 by position of the gold paragraph\n",
         "Concatenated SQuAD dev paragraphs; F1 % [95% bootstrap CI] (n questions) by the third of the document that "
         "holds the centre of the question's gold paragraph.\n",
-        _table(["length", "method", "first F1", "middle F1", "last F1", "all F1", "all EM"], qa_rows),
+        markdown_table(["length", "method", "first F1", "middle F1", "last F1", "all F1", "all EM"], qa_rows),
         "## Adaptation cost, chunks, rank, truncation\n",
         "Means over the QA and needle documents of each length. Adapt = `absorb_context` (encode every chunk + "
         "hypernetwork + SVD when compressing), synchronised; ICL has none (its cost is in the generation).\n",
-        _table(
+        markdown_table(
             [
                 "length",
                 "method",
@@ -732,7 +739,7 @@ def markdown_report(results: dict[str, Any]) -> str:
         "## Needle in a haystack\n",
         f"Recall % (the 7-digit code appears in the answer), {settings['needle_trials']} trial(s) per cell, by the "
         "depth at which the needle paragraph is inserted.\n",
-        _table(["length", "method"] + [f"{100 * depth:.0f}%" for depth in settings["depths"]], needle_rows),
+        markdown_table(["length", "method"] + [f"{100 * depth:.0f}%" for depth in settings["depths"]], needle_rows),
     ]
     return "\n".join(parts)
 
@@ -777,9 +784,8 @@ def plot_f1_by_position(results: dict[str, Any], path: Path) -> None:
             ]
         )
         line.errorbar(present, means, yerr=errors, marker="o", capsize=3, label=method)
-    line.set_xscale("log", base=2)
-    line.set_xticks(lengths, [str(n) for n in lengths])
-    line.set(xlabel="document tokens", ylabel="F1 % (95% CI)", title="All positions", ylim=(-2, 102))
+    log2_axis(line, lengths, "document tokens")
+    line.set(ylabel="F1 % (95% CI)", title="All positions", ylim=(-2, 102))
     line.legend(fontsize=8)
     figure.savefig(path, dpi=120)
 
@@ -805,9 +811,7 @@ def plot_needle(results: dict[str, Any], path: Path) -> None:
 
 def write_outputs(results: dict[str, Any], output_dir: Path) -> None:
     """`results.json`, `results.md`, `f1_by_position.png` and `needle.png` in `output_dir`."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    (output_dir / "results.md").write_text(markdown_report(results), encoding="utf-8")
+    write_results(results, markdown_report(results), output_dir)
     plot_f1_by_position(results, output_dir / "f1_by_position.png")
     plot_needle(results, output_dir / "needle.png")
 
@@ -847,11 +851,12 @@ def build_parser() -> argparse.ArgumentParser:
     default settings, or the `--quick` ones."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--squad_dev", required=True, help="SQuAD dev JSONL(.gz): context, question, answers")
-    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto", help="auto: CUDA when available")
-    parser.add_argument("--output_dir", default="runs/long_documents", help="where results and plots go")
-    parser.add_argument("--quick", action="store_true", help="tiny smoke configuration (lengths 64, 128; 1 question)")
-    parser.add_argument("--base", help="base model path or Hub id (default: embedded SmolLM2-135M-Instruct)")
-    parser.add_argument("--adapter", help="SHINE adapter (default: the shipped one)")
+    add_run_arguments(
+        parser,
+        "runs/long_documents",
+        "where results and plots go",
+        "tiny smoke configuration (lengths 64, 128; 1 question)",
+    )
     parser.add_argument("--lengths", type=_lengths, help="document token targets (default 1k,2k,4k,8k)")
     parser.add_argument("--questions_per_position", type=int, help="questions per third of a document (default 10)")
     parser.add_argument("--documents_per_length", type=int, help="QA documents per length (default 3)")
@@ -888,13 +893,7 @@ def main(argv: Sequence[str] | None = None, *, subject: Subject | None = None) -
     the model that `--base`/`--adapter` would load."""
     args = build_parser().parse_args(argv)
     settings = resolve_settings(args)
-    device = resolve_device(args.device)
-    if subject is None:
-        subject = load_subject(args.base, args.adapter)
-        base, adapter = args.base or "default", args.adapter or "default"
-    else:
-        base = adapter = "prebuilt (passed from Python)"
-    subject.model.to(device).eval()
+    subject, device, model = subject_on_device(args, subject)
     positions = max_positions(subject.model)
     bench = Bench(subject, settings, device, settings.icl_max_tokens or positions)
     corpus = load_corpus(args.squad_dev, subject.tokenizer)
@@ -904,7 +903,7 @@ def main(argv: Sequence[str] | None = None, *, subject: Subject | None = None) -
     trials, needle_runs = bench_needle(bench, corpus)
     results: dict[str, Any] = {
         "machine": machine_info(device),
-        "model": model_info(subject, base, adapter),
+        "model": model,
         "settings": {**asdict(settings), "quick": args.quick},
         "icl_limit": bench.icl_limit,
         "data": {

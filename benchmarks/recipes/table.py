@@ -12,10 +12,17 @@ the answer log-likelihood gain over no context on those open questions, per toke
 
 from __future__ import annotations
 
-import argparse
-import json
+import sys
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a script: make the repository root importable (benchmarks.common)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+# ruff: noqa: E402
+import argparse
+import json
+
+from benchmarks.common import markdown_table
 from peft_shine.evaluation import copied_share
 
 SETS = ("squad_dev_sentence", "squad_dev", "babi_test", "synthetic")
@@ -73,13 +80,13 @@ def main() -> None:
     header = ["arm", "contexts", "final loss"]
     for name in SETS:
         header += [f"{LABELS[name]} F1", "open F1 / copied", "LL gain tok / first"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     references = {name: load(args.reference / f"{name}.json") for name in SETS}
     for method, label in (("none", "no context"), ("shine", "shipped default (5,200 contexts)")):
         cells = [label, "-", "-"]
         for name in SETS:
             cells += set_cells(references[name], method)
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
     curves = {}
     for arm in sorted(p for p in args.arms.iterdir() if p.is_dir()):
         history = load(arm / "log_history.json") or []
@@ -88,11 +95,12 @@ def main() -> None:
         cells = [arm.name, str(steps * args.batch_size), f"{loss:.3f}" if loss is not None else "-"]
         for name in SETS:
             cells += set_cells(load(arm / f"{name}.json"), "shine", references[name])
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
         curves[arm.name] = [(entry["step"], entry["loss"]) for entry in history if "loss" in entry]
     output = args.arms.parent
-    (output / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    table = markdown_table(header, rows)
+    (output / "results.md").write_text(table)
+    print(table, end="")
     if curves:
         import matplotlib
 

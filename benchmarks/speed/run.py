@@ -16,32 +16,39 @@ is used.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable (benchmarks.common)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+# ruff: noqa: E402
 import argparse
 import functools
-import json
-import os
-import platform
 import re
 import resource
-import shlex
 import statistics
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
-import peft
 import torch
-import transformers
 from matplotlib.figure import Figure
 from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from benchmarks.common import (
+    Subject,
+    add_run_arguments,
+    log2_axis,
+    machine_info,
+    markdown_table,
+    max_positions,
+    subject_on_device,
+    write_results,
+)
 from peft_shine.absorbed import AbsorbedContext
-from peft_shine.cli import load_shine
-from peft_shine.defaults import load_base
 from peft_shine.evaluation import (
     EvalSettings,
     build_sft_model,
@@ -113,15 +120,6 @@ QUICK = Settings(
     warmup=1,
     repeats=1,
 )
-
-
-@dataclass
-class Subject:
-    """The SHINE model under test, its tokenizer, and a loader of a fresh plain base (for the merged variant)."""
-
-    model: PeftModel
-    tokenizer: PreTrainedTokenizerBase
-    base_factory: Callable[[], PreTrainedModel]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -230,11 +228,6 @@ def context_text(tokenizer: PreTrainedTokenizerBase, num_tokens: int, offset: in
 def questions_for(count: int) -> list[str]:
     """The first `count` of `QUESTIONS` (cycled)."""
     return [QUESTIONS[i % len(QUESTIONS)] for i in range(count)]
-
-
-def max_positions(model: PeftModel) -> int | None:
-    """The base's `max_position_embeddings` (None when its config has none)."""
-    return getattr(model.get_base_model().config.get_text_config(), "max_position_embeddings", None)
 
 
 def context_limit(model: PeftModel) -> int:
@@ -512,62 +505,7 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Description of the run
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (else `platform.processor()`)."""
-    try:
-        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
-    except OSError:
-        match = None
-    return match.group(1).strip() if match else platform.processor() or "unknown"
-
-
-def machine_info(device: torch.device) -> dict[str, Any]:
-    """Platform, CPU, cores, library versions, the device's name and the exact command line."""
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_model": cpu_model(),
-        "cpu_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
-        "command": shlex.join(sys.orig_argv),
-    }
-
-
-def model_info(subject: Subject, base: str, adapter: str) -> dict[str, Any]:
-    """The model under test (`base` and `adapter` as requested): sizes, dtype and the SHINE settings that drive its
-    cost."""
-    model = subject.model
-    config = model.base_model.shine_config
-    return {
-        "base": base,
-        "adapter": adapter,
-        "base_name_or_path": getattr(model.get_base_model(), "name_or_path", None),
-        "dtype": str(next(model.parameters()).dtype),
-        "hypernetwork_parameters": sum(p.numel() for p in model.base_model.hypernetwork.parameters()),
-        "total_parameters": sum(p.numel() for p in model.parameters()),
-        "target_modules": config.target_modules,
-        "lora_rank": config.lora_rank,
-        "num_memory_tokens": config.num_memory_tokens,
-        "max_context_tokens": config.max_context_tokens,
-        "max_position_embeddings": max_positions(model),
-    }
-
-
-# ----------------------------------------------------------------------------------------------------------------------
 # Reports
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
 
 
 def _ms(seconds: float) -> str:
@@ -592,7 +530,7 @@ def markdown_report(results: dict[str, Any]) -> str:
         f"({model['dtype']}, {model['num_memory_tokens']} memory tokens). Median of {results['settings']['repeats']} "
         f"runs after {results['settings']['warmup']} warm-up runs. Memory: {results['memory_metric']}.\n",
         "## Targets\n",
-        _table(
+        markdown_table(
             ["target", "goal", "measured", "status"],
             [
                 [t["target"], t["goal"], "-" if t["value"] is None else f"{t['value']:.3f}", met[t["met"]]]
@@ -604,7 +542,7 @@ def markdown_report(results: dict[str, Any]) -> str:
         "forward = the base with SHINE forgotten over the same ids (no grad, `use_cache=False`, last logits only). "
         f"Contexts above {absorb['context_limit']} tokens are absorbed in chunks (one batched encode pass, chunk "
         "LoRAs concatenated along the rank axis); the forward reads them in one pass.\n",
-        _table(
+        markdown_table(
             [
                 "context tokens",
                 "chunks",
@@ -633,7 +571,7 @@ def markdown_report(results: dict[str, Any]) -> str:
         "## Decoding\n",
         f"Greedy, batch 1, exactly {decoding['new_tokens']} new tokens after a {decoding['prompt_tokens']}-token "
         f"prompt (prefill included). Merged greedy tokens equal unmerged: {decoding['merged_matches_unmerged']}.\n",
-        _table(
+        markdown_table(
             ["variant", "seconds", "tokens/s", "relative to base", "peak MiB"],
             [
                 [
@@ -649,7 +587,7 @@ def markdown_report(results: dict[str, Any]) -> str:
         "## ICL vs SHINE\n",
         f"Seconds to answer Q questions ({icl['answer_tokens']} tokens each, one at a time) about one context: ICL "
         "prefills context + question for every question; SHINE absorbs once and asks the questions alone.\n",
-        _table(
+        markdown_table(
             ["context tokens", "Q", "ICL s", "SHINE s", "ICL / SHINE", "ICL peak MiB", "SHINE peak MiB"],
             [
                 [
@@ -667,7 +605,7 @@ def markdown_report(results: dict[str, Any]) -> str:
         + _skipped(icl),
         "## Batched absorb\n",
         f"One `absorb_context` call over a batch of distinct {batched['context_tokens']}-token contexts.\n",
-        _table(
+        markdown_table(
             ["batch size", "ms per call", "contexts/s", "peak MiB"],
             [
                 [str(row["batch_size"]), _ms(row["seconds"]), f"{row['contexts_per_s']:.1f}", f"{row['peak_mib']:.1f}"]
@@ -679,7 +617,7 @@ def markdown_report(results: dict[str, Any]) -> str:
         f"`peft-shine eval` (a fresh rank-8 LoRA on the same modules, {sft['sft_epochs']} AdamW steps at lr "
         f"{sft['sft_lr']:g} on the context as language-model text). The answer quality each reaches: "
         "`benchmarks/adaptation/`.\n",
-        _table(
+        markdown_table(
             ["absorb s", "sft s", "sft / absorb", "absorb peak MiB", "sft peak MiB"],
             [
                 [
@@ -693,13 +631,6 @@ def markdown_report(results: dict[str, Any]) -> str:
         ),
     ]
     return "\n".join(parts)
-
-
-def _log2_axis(axis: Any, values: list[int], label: str) -> None:
-    """A base-2 logarithmic x axis ticked at the measured `values`."""
-    axis.set_xscale("log", base=2)
-    axis.set_xticks(values, [str(value) for value in values])
-    axis.set_xlabel(label)
 
 
 def plot_absorb_latency(section: dict[str, Any], path: Path) -> None:
@@ -716,7 +647,7 @@ def plot_absorb_latency(section: dict[str, Any], path: Path) -> None:
     ratio.set(ylabel="ratio", title="Absorb overhead")
     ratio.legend()
     for axis in (latency, ratio):
-        _log2_axis(axis, tokens, "context tokens")
+        log2_axis(axis, tokens, "context tokens")
     figure.savefig(path, dpi=120)
 
 
@@ -731,7 +662,7 @@ def plot_icl_vs_shine(section: dict[str, Any], path: Path) -> None:
         axis.plot(tokens, [row["icl_s"] for row in rows], "o-", label="ICL (context in prompt)")
         axis.plot(tokens, [row["shine_s"] for row in rows], "s-", label="SHINE (absorb once)")
         axis.set(yscale="log", ylabel="seconds", title=f"Q = {count}")
-        _log2_axis(axis, tokens, "context tokens")
+        log2_axis(axis, tokens, "context tokens")
         axis.legend()
     rows = [row for row in section["rows"] if counts and row["questions"] == counts[-1]]
     tokens = [row["context_tokens"] for row in rows]
@@ -739,7 +670,7 @@ def plot_icl_vs_shine(section: dict[str, Any], path: Path) -> None:
     memory.plot(tokens, [row["icl_peak_mib"] for row in rows], "o-", label="ICL")
     memory.plot(tokens, [row["shine_peak_mib"] for row in rows], "s-", label="SHINE")
     memory.set(ylabel="peak MiB", title="Peak memory (largest Q)")
-    _log2_axis(memory, tokens, "context tokens")
+    log2_axis(memory, tokens, "context tokens")
     memory.legend()
     figure.savefig(path, dpi=120)
 
@@ -751,15 +682,13 @@ def plot_batched_absorb(section: dict[str, Any], path: Path) -> None:
     sizes = [row["batch_size"] for row in section["rows"]]
     axis.plot(sizes, [row["contexts_per_s"] for row in section["rows"]], "o-")
     axis.set(ylabel="contexts / s", title=f"Batched absorb, {section['context_tokens']}-token contexts")
-    _log2_axis(axis, sizes, "batch size")
+    log2_axis(axis, sizes, "batch size")
     figure.savefig(path, dpi=120)
 
 
 def write_outputs(results: dict[str, Any], output_dir: Path) -> None:
     """`results.json`, `results.md` and the three PNG plots in `output_dir`."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    (output_dir / "results.md").write_text(markdown_report(results), encoding="utf-8")
+    write_results(results, markdown_report(results), output_dir)
     plot_absorb_latency(results["absorb_latency"], output_dir / "absorb_latency.png")
     plot_icl_vs_shine(results["icl_vs_shine"], output_dir / "icl_vs_shine.png")
     plot_batched_absorb(results["batched_absorb"], output_dir / "batched_absorb.png")
@@ -769,29 +698,15 @@ def write_outputs(results: dict[str, Any], output_dir: Path) -> None:
 # Command line
 
 
-def resolve_device(name: str) -> torch.device:
-    """`cpu`, `cuda`, or `auto` (CUDA when available)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda, but torch sees no CUDA device")
-    return torch.device(name)
-
-
-def load_subject(base: str | None, adapter: str | None) -> Subject:
-    """The SHINE model as the `peft-shine` CLI loads it, with a loader of fresh copies of the same base."""
-    model, tokenizer = load_shine(base, adapter)
-    return Subject(model, tokenizer, lambda: load_base(base)[0])
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line options (the model a test passes to `main` has no option)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto", help="auto: CUDA when available")
-    parser.add_argument("--output_dir", default="runs/speed", help="where results and plots go (default runs/speed)")
-    parser.add_argument("--quick", action="store_true", help="tiny smoke configuration (seconds, numbers meaningless)")
-    parser.add_argument("--base", help="base model path or Hub id (default: embedded SmolLM2-135M-Instruct)")
-    parser.add_argument("--adapter", help="SHINE adapter (default: the shipped one)")
+    add_run_arguments(
+        parser,
+        "runs/speed",
+        "where results and plots go (default runs/speed)",
+        "tiny smoke configuration (seconds, numbers meaningless)",
+    )
     parser.add_argument("--warmup", type=int, help="unmeasured runs before each measurement (default 2)")
     parser.add_argument("--repeats", type=int, help="measured runs; the median is reported (default 5)")
     return parser
@@ -806,16 +721,10 @@ def main(argv: Sequence[str] | None = None, *, subject: Subject | None = None) -
     settings = replace(settings, **overrides)
     if settings.warmup < 0 or settings.repeats < 1:
         raise SystemExit("error: --warmup must be >= 0 and --repeats >= 1")
-    device = resolve_device(args.device)
-    if subject is None:
-        subject = load_subject(args.base, args.adapter)
-        base, adapter = args.base or "default", args.adapter or "default"
-    else:
-        base = adapter = "prebuilt (passed from Python)"
-    subject.model.to(device).eval()
+    subject, device, model = subject_on_device(args, subject)
     results: dict[str, Any] = {
         "machine": machine_info(device),
-        "model": model_info(subject, base, adapter),
+        "model": model,
         "settings": {**asdict(settings), "quick": args.quick},
         "memory_metric": memory_metric(device),
     }
