@@ -148,6 +148,18 @@ class AbsorbedContext:
             compression_error=self.compression_error,
         )
 
+    def check_module_shapes(self, expected: dict[str, tuple[int, int]]) -> None:
+        """Raise ValueError unless the factors cover exactly the modules `expected` ({key: (in, out)}) of a model:
+        an adapter generated for other target modules or module shapes comes from another base."""
+        found = {key: (a.shape[-2], b.shape[-1]) for key, (a, b) in self.factors.items()}
+        if found != expected:
+            raise ValueError(
+                f"This AbsorbedContext was generated for {len(found)} modules (e.g. {next(iter(found.items()))}) "
+                f"that do not match this model's {len(expected)} target modules (e.g. "
+                f"{next(iter(expected.items()))}, as key: (in, out)): it comes from a model with another "
+                f"base or other target_modules. Use it with the model that absorbed it, or absorb the text again."
+            )
+
     def context_factors(self, index: int) -> dict[str, Factors]:
         """Context `index`'s factors without padding: {key: (A (in, r), B (r, out))}."""
         rank = self.ranks[index]

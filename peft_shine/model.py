@@ -16,9 +16,10 @@ from .absorbed import AbsorbedContext
 from .building import build_hypernetwork, record_or_check_base
 from .composition import check_weight_count
 from .config import ChunkCombination, ContextOverflow, ShineConfig, check_choice
+from .diagnostics import calibrate_memory_statistics, context_variance_share_of
 from .encoding import encode_memory_states, generate_in_batches, install_checkpoint_replay
 from .generation import generate_answers, padded_on_device
-from .hypernetwork import LoraFactors, ShineHypernetwork, context_variance_share, module_key
+from .hypernetwork import LoraFactors, ShineHypernetwork, module_key
 from .layer import ShineLinear, ShineRuntime, ShineState
 from .structure import discover_structure
 from .tokenization import as_text_list, context_token_chunks
@@ -268,14 +269,7 @@ class ShineModel(BaseTuner):
         """Answer with an `AbsorbedContext` (e.g. one kept from an earlier `absorb_context`); None = base model.
         Raises ValueError for one generated for other target modules or module shapes (another base)."""
         if absorbed is not None:
-            found = {key: (a.shape[-2], b.shape[-1]) for key, (a, b) in absorbed.factors.items()}
-            if found != self._key_shapes:
-                raise ValueError(
-                    f"This AbsorbedContext was generated for {len(found)} modules (e.g. {next(iter(found.items()))}) "
-                    f"that do not match this model's {len(self._key_shapes)} target modules (e.g. "
-                    f"{next(iter(self._key_shapes.items()))}, as key: (in, out)): it comes from a model with another "
-                    f"base or other target_modules. Use it with the model that absorbed it, or absorb the text again."
-                )
+            absorbed.check_module_shapes(self._key_shapes)
         self.current_context = absorbed
         self.runtime.state = ShineState() if absorbed is None else ShineState("answer", absorbed.factors)
 
@@ -311,26 +305,12 @@ class ShineModel(BaseTuner):
         return answers[0] if isinstance(question, str) else answers
 
     # ----------------------------------------------------------------------------------------------------------------
-    # Diagnostics
+    # Diagnostics (diagnostics.py)
 
-    @torch.no_grad()
-    def calibrate_memory_statistics(
-        self, contexts: Sequence[str], tokenizer: PreTrainedTokenizerBase | None = None, batch_size: int = 8
-    ) -> None:
-        """Fold the memory states of `contexts` into the running standardisation statistics (training does this
-        automatically; call it to give an untrained or newly targeted hypernetwork sensible statistics)."""
-        contexts = as_text_list(contexts)
-        for start in range(0, len(contexts), batch_size):
-            ids, mask = self.tokenize_contexts(list(contexts[start : start + batch_size]), tokenizer)
-            self.generate_lora(ids, mask, update_statistics=True)
+    def calibrate_memory_statistics(self, contexts: Sequence[str], tokenizer=None, batch_size: int = 8) -> None:
+        """See `diagnostics.calibrate_memory_statistics`."""
+        calibrate_memory_statistics(self, contexts, tokenizer, batch_size)
 
-    @torch.no_grad()
-    def context_variance_share(
-        self, contexts: Sequence[str], tokenizer: PreTrainedTokenizerBase | None = None
-    ) -> dict[str, float]:
-        """Across-context variance share of the generated deltas for these contexts (per module key and "all"):
-        0 means every context gets the same LoRA. See `hypernetwork.context_variance_share`."""
-        if len(as_text_list(contexts)) < 2:
-            raise ValueError("context_variance_share compares contexts with each other: pass at least two.")
-        ids, mask = self.tokenize_contexts(contexts, tokenizer)
-        return context_variance_share(self.generate_lora(ids, mask))
+    def context_variance_share(self, contexts: Sequence[str], tokenizer=None) -> dict[str, float]:
+        """See `diagnostics.context_variance_share_of`."""
+        return context_variance_share_of(self, contexts, tokenizer)

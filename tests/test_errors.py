@@ -20,11 +20,8 @@ from peft_shine import ShineConfig, ShineLinear  # importing peft_shine register
 from peft_shine.data import InstructDataset, PretrainDataset
 from peft_shine.evaluation import load_eval_records
 from peft_shine.tokenization import encode_plain, question_prompt_ids
-from tests.helpers import CONTEXTS, build_model, build_shine
+from tests.helpers import CONTEXTS, ROOT, build_model, build_shine, train
 from tests.resume_worker import SAVE_STEPS, STEPS, run
-from tests.test_training import train
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # bfloat16 vs float32 base, same adapter (measured on the tiny test model, seeds 0-2; see docs/errors.md):
 BF16_DELTA_RTOL = 0.10  # relative Frobenius error of the generated deltas over all modules; measured 0.039-0.043
@@ -273,7 +270,7 @@ def test_an_unknown_config_key_warns_and_loads(adapter_copy, tokenizer):
     config_file.write_text(json.dumps(config))
     with pytest.warns(UserWarning, match="option_from_a_newer_version"):
         model = load(adapter_copy, tokenizer)
-    assert model.absorb_context(CONTEXTS[0]).context_token_counts[0] > 0
+    assert model.absorb_context(CONTEXTS[0], tokenizer=tokenizer).context_token_counts[0] > 0
 
 
 def test_exporting_over_an_adapter_keeps_the_old_one_when_the_move_fails(model, tokenizer, tmp_path, monkeypatch):
