@@ -1,8 +1,11 @@
 """Builders shared by the tests: a small byte-level BPE tokenizer with a ChatML template, trained on
-`fixtures/corpus.txt`, tiny random decoder-only models of several architectures, and tiny SHINE models."""
+`fixtures/corpus.txt`, tiny random decoder-only models of several architectures, tiny SHINE models, a stock
+`transformers.Trainer` on a handful of QA records, and JSON Lines files."""
 
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
 
 import torch
@@ -17,6 +20,7 @@ from transformers import (
     Qwen3Config,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 CHATML_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -85,3 +89,66 @@ CONTEXTS = [
     "Mary went to the kitchen. John picked up the apple. Sandra travelled to the garden.",
     "The report was signed by the director, Ingrid Solberg.",
 ]
+
+QA = [
+    {
+        "context": "The lighthouse was built in 1871 by Clara Vennet.",
+        "question": "Who built it?",
+        "answers": ["Clara Vennet"],
+    },
+    {"context": "Mary went to the kitchen.", "question": "Where is Mary?", "answers": ["kitchen"]},
+    {"context": "The river Selden floods in March.", "question": "When does it flood?", "answers": ["March"]},
+    {
+        "context": "The report was signed by Ingrid Solberg.",
+        "question": "Who signed it?",
+        "answers": ["Ingrid Solberg"],
+    },
+]
+
+
+def train(tokenizer, tmp_path, steps, lr=1e-2, **overrides):
+    """A stock `Trainer` (single-QA examples of `QA`, SHINE loss and callback, CPU, seed 0, a loss logged every
+    step) and its tiny SHINE model, whose sharpened head lets the adapter matter; `overrides` go to
+    `TrainingArguments`."""
+    from transformers import Trainer, TrainingArguments
+
+    from peft_shine.data import InstructDataset, ShineDataCollator
+    from peft_shine.objective import ShineLoss
+    from peft_shine.training import ShineTrainingCallback
+
+    model = build_shine(vocab_size=len(tokenizer)).train()
+    with torch.no_grad():  # a random tiny base has near-uniform logits; a sharper head lets the adapter matter
+        model.get_base_model().lm_head.weight.mul_(25)
+    dataset = InstructDataset(QA, tokenizer, mode="single", seed=0)
+    options = dict(
+        output_dir=str(tmp_path / "run"),
+        max_steps=steps,
+        per_device_train_batch_size=2,
+        learning_rate=lr,
+        remove_unused_columns=False,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        seed=0,
+        logging_steps=1,
+        dataloader_num_workers=0,
+    )
+    args = TrainingArguments(**{**options, **overrides})
+    loss = ShineLoss(model)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=ShineDataCollator(tokenizer, 64),
+        compute_loss_func=loss,
+        callbacks=[ShineTrainingCallback(dataset, loss=loss)],
+    )
+    return trainer, model
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    """Write `records` as JSON Lines, gzip-compressed when the name ends in .gz; returns `path`."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "wt", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(record) + "\n" for record in records)
+    return path

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from tests.helpers import build_tokenizer
-from tests.test_training import train
+from tests.helpers import build_tokenizer, train
 
 STEPS = 6
 SAVE_STEPS = 2

@@ -4,7 +4,6 @@ shard formats and what serving engines read from them, resuming (rerun, changed 
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
@@ -34,7 +33,7 @@ from peft_shine.corpus import (
     read_corpus,
 )
 from tests.corpus_worker import BATCH_SIZE, SHARD_SIZE, WINDOW, build_corpus_model
-from tests.helpers import CONTEXTS, build_model
+from tests.helpers import CONTEXTS, build_model, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "corpus_worker.py"
@@ -65,12 +64,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def write_jsonl(path: Path, records: list[dict], opener=open) -> Path:
-    with opener(path, "wt", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(r) + "\n" for r in records)
-    return path
 
 
 def read_index(directory: Path) -> list[dict]:
@@ -140,7 +133,7 @@ def test_gzip_files_datasets_folders_and_hub_ids_give_the_same_documents(tmp_pat
     import datasets
 
     expected = read_corpus(write_jsonl(tmp_path / "docs.jsonl", RECORDS))[0]
-    assert read_corpus(write_jsonl(tmp_path / "docs.jsonl.gz", RECORDS, gzip.open))[0] == [
+    assert read_corpus(write_jsonl(tmp_path / "docs.jsonl.gz", RECORDS))[0] == [
         d.__class__(d.id, d.text, d.where.replace("docs.jsonl", "docs.jsonl.gz"), d.sha256) for d in expected
     ]
     renamed = [{"name": r["id"], "body": r["text"]} for r in RECORDS]

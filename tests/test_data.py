@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import gzip
-import json
 import random
 from types import SimpleNamespace
 
@@ -31,6 +29,7 @@ from peft_shine.data import (
 )
 from peft_shine.tokenization import question_prompt_ids
 from peft_shine.training import ShineTrainingCallback
+from tests.helpers import write_jsonl
 
 EOT = "<|im_end|>\n"
 LONG_TEXT = " ".join(f"w{i}" for i in range(100))
@@ -329,19 +328,9 @@ def test_collator_on_real_examples(tokenizer):
 # Loaders
 
 
-def write_jsonl(path, records, compress=False):
-    lines = "".join(json.dumps(record) + "\n" for record in records)
-    if compress:
-        with gzip.open(path, "wt", encoding="utf-8") as handle:
-            handle.write(lines)
-    else:
-        path.write_text(lines, encoding="utf-8")
-    return path
-
-
 def test_load_texts_from_jsonl_gz_txt_and_comma_list(tmp_path):
     plain = write_jsonl(tmp_path / "a.jsonl", [{"text": "first"}, {"text": "second", "id": 2}])
-    packed = write_jsonl(tmp_path / "b.jsonl.gz", [{"body": "third"}], compress=True)
+    packed = write_jsonl(tmp_path / "b.jsonl.gz", [{"body": "third"}])
     (tmp_path / "c.txt").write_text("Para one\nstill one.\n\n  \nPara two.\n", encoding="utf-8")
     assert load_texts(plain) == ["first", "second"]
     assert load_texts(str(packed), text_field="body") == ["third"]
@@ -373,7 +362,7 @@ def test_load_texts_errors_name_file_and_line(tmp_path):
 
 
 def test_load_qa_records_from_files(tmp_path):
-    path = write_jsonl(tmp_path / "qa.jsonl.gz", [BABI_LIKE, {**SQUAD_LIKE, "answers": "Gustave Eiffel"}], True)
+    path = write_jsonl(tmp_path / "qa.jsonl.gz", [BABI_LIKE, {**SQUAD_LIKE, "answers": "Gustave Eiffel"}])
     records = load_qa_records(path)
     assert records[0] == BABI_LIKE
     assert records[1]["answers"] == ["Gustave Eiffel"]

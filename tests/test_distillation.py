@@ -10,8 +10,7 @@ from peft_shine.distillation import answer_token_kl
 from peft_shine.model import ShineModel
 from peft_shine.objective import ShineLoss
 from peft_shine.tokenization import ICL_TEMPLATE
-from tests.helpers import build_model, build_shine
-from tests.test_training import QA, ROOT, write_jsonl
+from tests.helpers import QA, ROOT, build_model, build_shine, write_jsonl
 
 MULTI = [
     {"context": "Mary went to the kitchen. John stayed home.", "question": "Where is Mary?", "answers": ["kitchen"]},

@@ -1,4 +1,3 @@
-import gzip
 import json
 
 import pytest
@@ -29,7 +28,7 @@ from peft_shine.evaluation import (
     train_on_context,
 )
 from peft_shine.tokenization import ICL_SHORT_TEMPLATE, question_prompt_ids
-from tests.helpers import build_model
+from tests.helpers import build_model, write_jsonl
 
 LIGHTHOUSE = "The lighthouse on Marrow Point was built in 1871 by the engineer Clara Vennet."
 KITCHEN = "Mary went to the kitchen. John picked up the apple. Sandra travelled to the garden."
@@ -123,13 +122,6 @@ def test_summarize_run_scores_and_times():
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Records
-
-
-def write_jsonl(path, records):
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "wt", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record) + "\n")
 
 
 @pytest.mark.parametrize("name", ["records.jsonl", "records.jsonl.gz"])

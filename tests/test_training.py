@@ -5,64 +5,16 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import Trainer, TrainingArguments
+from transformers import TrainingArguments
 
 from peft_shine.data import InstructDataset, ShineDataCollator
 from peft_shine.objective import ShineLoss
 from peft_shine.training import ShineTrainingCallback, check_training_arguments
-from tests.helpers import build_shine
-
-ROOT = Path(__file__).resolve().parents[1]
-QA = [
-    {
-        "context": "The lighthouse was built in 1871 by Clara Vennet.",
-        "question": "Who built it?",
-        "answers": ["Clara Vennet"],
-    },
-    {"context": "Mary went to the kitchen.", "question": "Where is Mary?", "answers": ["kitchen"]},
-    {"context": "The river Selden floods in March.", "question": "When does it flood?", "answers": ["March"]},
-    {
-        "context": "The report was signed by Ingrid Solberg.",
-        "question": "Who signed it?",
-        "answers": ["Ingrid Solberg"],
-    },
-]
-
-
-def train(tokenizer, tmp_path, steps, lr=1e-2, **overrides):
-    model = build_shine(vocab_size=len(tokenizer)).train()
-    with torch.no_grad():  # a random tiny base has near-uniform logits; a sharper head lets the adapter matter
-        model.get_base_model().lm_head.weight.mul_(25)
-    dataset = InstructDataset(QA, tokenizer, mode="single", seed=0)
-    options = dict(
-        output_dir=str(tmp_path / "run"),
-        max_steps=steps,
-        per_device_train_batch_size=2,
-        learning_rate=lr,
-        remove_unused_columns=False,
-        report_to="none",
-        save_strategy="no",
-        use_cpu=True,
-        seed=0,
-        logging_steps=1,
-        dataloader_num_workers=0,
-    )
-    args = TrainingArguments(**{**options, **overrides})
-    loss = ShineLoss(model)
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        data_collator=ShineDataCollator(tokenizer, 64),
-        compute_loss_func=loss,
-        callbacks=[ShineTrainingCallback(dataset, loss=loss)],
-    )
-    return trainer, model
+from tests.helpers import QA, ROOT, build_shine, train, write_jsonl
 
 
 def losses(trainer):
@@ -180,11 +132,6 @@ def test_callback_stops_and_saves_after_max_train_minutes():
 def test_training_arguments_must_keep_context_columns(tmp_path):
     with pytest.raises(ValueError, match="remove_unused_columns=False"):
         check_training_arguments(TrainingArguments(output_dir=str(tmp_path), report_to="none"))
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
 
 
 @pytest.mark.parametrize("script", ["pretrain", "instruct"])
