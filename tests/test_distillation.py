@@ -7,7 +7,6 @@ import torch.nn.functional as F
 
 from peft_shine.data import IGNORE_INDEX, InstructDataset, ShineDataCollator, short_context
 from peft_shine.distillation import answer_token_kl
-from peft_shine.model import ShineModel
 from peft_shine.objective import ShineLoss
 from peft_shine.tokenization import ICL_TEMPLATE
 from tests.helpers import QA, ROOT, build_model, build_shine, write_jsonl
@@ -106,23 +105,23 @@ def test_teacher_fields_are_the_icl_chat_with_the_same_evidence_and_answers(toke
     assert shortened or not options.get("curriculum_steps")
 
 
-def test_collator_pads_teacher_fields_right_and_adds_the_weight(tokenizer):
+def test_collator_pads_teacher_fields_right_and_the_weight_belongs_to_the_loss(tokenizer):
     features = [
         {"input_ids": [5, 6], "labels": [-100, 6], "context_input_ids": [9], "teacher_input_ids": [7, 8, 5, 6]},
         {"input_ids": [5], "labels": [5], "context_input_ids": [9], "teacher_input_ids": [7, 5]},
     ]
     features[0]["teacher_labels"] = [-100, -100, -100, 6]
     features[1]["teacher_labels"] = [-100, 5]
-    batch = ShineDataCollator(tokenizer, distill_weight=0.25)(features)
+    batch = ShineDataCollator(tokenizer)(features)
     pad = tokenizer.pad_token_id
     assert batch["teacher_input_ids"].tolist() == [[7, 8, 5, 6], [7, 5, pad, pad]]
     assert batch["teacher_attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
     assert batch["teacher_labels"].tolist() == [[-100, -100, -100, 6], [-100, 5, -100, -100]]
-    assert batch["distill_weight"] == 0.25 and isinstance(batch["distill_weight"], float)
+    assert "distill_weight" not in batch
     plain = ShineDataCollator(tokenizer)([{k: v for k, v in f.items() if "teacher" not in k} for f in features])
     assert not any("teacher" in key or "distill" in key for key in plain)
     with pytest.raises(ValueError, match="distill_weight"):
-        ShineDataCollator(tokenizer, distill_weight=1.5)
+        ShineLoss(build_shine(vocab_size=len(tokenizer)), distill_weight=1.5)
 
 
 @pytest.mark.parametrize("weight", [1.0, 0.3])
@@ -181,13 +180,13 @@ def test_instruct_script_trains_with_the_distillation_loss(loss, weight, saved_b
     import instruct
 
     seen = []
-    forward = ShineModel.forward
+    call = ShineLoss.__call__
 
-    def recording_forward(self, *args, **kwargs):
-        seen.append((kwargs.get("teacher_input_ids") is not None, kwargs.get("distill_weight")))
-        return forward(self, *args, **kwargs)
+    def recording_call(self, outputs, labels, num_items_in_batch=None):
+        seen.append(("teacher_input_ids" in self._teacher, self.distill_weight))
+        return call(self, outputs, labels, num_items_in_batch)
 
-    monkeypatch.setattr(ShineModel, "forward", recording_forward)
+    monkeypatch.setattr(ShineLoss, "__call__", recording_call)
     data = write_jsonl(tmp_path / "qa.jsonl", QA)
     out = tmp_path / "out"
     flags = ["--loss", loss, "--distill_weight", str(weight), "--max_steps", "2", "--per_device_train_batch_size", "2"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -443,6 +444,19 @@ def test_layers_to_transform_survives_save_and_load(tokenizer, tmp_path):
 
 
 @LAYERS
+def test_layers_to_transform_reads_the_memory_of_the_same_layers(tokenizer):
+    """Proposed mapping: the hypernetwork's layer axis is the targeted layers, and the LoRA of decoder layer i is
+    written from the memory states at layer i's output, as without layers_to_transform. With layers_to_transform=[0]
+    the encode pass is read at layer 0, so a change to layer 1 must not change the generated LoRA."""
+    model, _ = make_shine(vocab_size=len(tokenizer), target_modules=["down_proj"], layers_to_transform=[0])
+    first = model.absorb_context(CONTEXTS[0], tokenizer=tokenizer)
+    assert set(first.module_paths.values()) == {"model.layers.0.mlp.down_proj"}
+    with torch.no_grad():
+        model.base_model.model.model.layers[1].self_attn.o_proj.weight.mul_(3.0)
+    assert_same_factors(model.absorb_context(CONTEXTS[0], tokenizer=tokenizer), first)
+
+
+@LAYERS
 @pytest.mark.parametrize(
     "options",
     [
@@ -571,7 +585,10 @@ def test_saved_hypernetwork_has_a_shine_model_card(saved_base, tmp_path):
     assert_shine_card(ModelCard.load(tmp_path / "README.md"), str(saved_base), {"shine", "peft", "hypernetwork"})
 
 
-@issue("push_to_hub replaces the PEFT model card by transformers' default card (library_name transformers)")
+@issue(
+    "push_to_hub (transformers' PushToHubMixin, inherited by PeftModel) writes its own default card (library_name "
+    "transformers) over the README.md that save_pretrained wrote"
+)
 def test_pushed_hypernetwork_keeps_its_shine_model_card(saved_base, tmp_path, monkeypatch):
     import transformers.utils.hub as hub
     from huggingface_hub.errors import EntryNotFoundError
@@ -588,8 +605,12 @@ def test_pushed_hypernetwork_keeps_its_shine_model_card(saved_base, tmp_path, mo
                     uploaded[operation.path_in_repo] = f.read()
             return "commit-url"
 
-    def new_repo_has_no_card(cls, *args, **kwargs):
-        raise EntryNotFoundError("README.md")
+    load_card = ModelCard.load.__func__
+
+    def new_repo_has_no_card(cls, repo_id_or_path, *args, **kwargs):  # local files still load
+        if Path(repo_id_or_path).exists():
+            return load_card(cls, repo_id_or_path, *args, **kwargs)
+        raise EntryNotFoundError(f"{repo_id_or_path} has no README.md yet")
 
     monkeypatch.setattr(hub, "hf_api", lambda: FakeApi())
     monkeypatch.setattr(hub.ModelCard, "load", classmethod(new_repo_has_no_card))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from ..config import check_choice
 from ..padding import IGNORE_INDEX, left_pad, pad_id_of, right_pad
 from ..tokenization import fit_context_lengths
 
@@ -19,22 +20,18 @@ class ShineDataCollator:
     `context_overflow` policy (see `fit_context_lengths`: "truncate" cuts with a warning; "error" and "chunk" raise,
     since a training context is encoded in one pass) is applied with `max_context_tokens`.
     Examples with `teacher_input_ids` / `teacher_labels` (see `InstructDataset(teacher=True)`) also give
-    `teacher_input_ids`, `teacher_attention_mask`, `teacher_labels` (B, L_t), right-padded like the answering pass,
-    and `distill_weight` (a python float: the weight of the distillation term in `ShineModel.forward`). Other keys
-    (e.g. `kind`) are dropped. One answering row per context."""
+    `teacher_input_ids`, `teacher_attention_mask`, `teacher_labels` (B, L_t), right-padded like the answering pass:
+    loss inputs that `objective.ShineLoss` (which holds the distillation weight) takes out of the model inputs.
+    Other keys (e.g. `kind`) are dropped. One answering row per context."""
 
     tokenizer: PreTrainedTokenizerBase
     max_context_tokens: int = 2048
     context_overflow: str = "error"
-    distill_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.context_overflow not in ("chunk", "truncate", "error"):
-            raise ValueError(f"context_overflow must be 'chunk', 'truncate' or 'error', got {self.context_overflow!r}.")
-        if not 0.0 <= self.distill_weight <= 1.0:
-            raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}.")
+        check_choice("context_overflow", self.context_overflow)
 
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor | float]:
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         _check_features(features)
         pad_id = pad_id_of(self.tokenizer)
         input_ids, attention_mask = right_pad([f["input_ids"] for f in features], pad_id)
@@ -55,7 +52,6 @@ class ShineDataCollator:
                 [f["teacher_input_ids"] for f in features], pad_id
             )
             batch["teacher_labels"], _ = right_pad([f["teacher_labels"] for f in features], IGNORE_INDEX)
-            batch["distill_weight"] = self.distill_weight
         return batch
 
 
