@@ -4,6 +4,14 @@ anything.
 
 Tests marked `xfail(strict=True, reason="issue 12: ...")` describe behaviour that is missing today; the marker turns
 into an error (XPASS) when the feature lands, so remove it then.
+
+Chosen behaviour where PEFT leaves a choice:
+- `disable_adapter()` makes the forward compute the base model exactly; a context absorbed inside it gets the same
+  LoRA as outside (the encode pass keeps the meta-LoRA), and is used once the block ends.
+- One SHINE adapter per model: `add_adapter` / `load_adapter` of a second one raise ValueError before the model
+  changes; `delete_adapter` removes the hypernetwork and the meta-LoRA, and the model computes the base.
+- `target_modules` / `exclude_modules` / `layers_to_transform` / `layers_pattern` mean what they mean for LoRA;
+  the hypernetwork's layer axis is the targeted layers (the LoRA of layer i is written from layer i's memory).
 """
 
 from __future__ import annotations
@@ -126,7 +134,7 @@ def test_absorbing_inside_disable_adapter_writes_the_same_lora(architecture, tok
 # delete_adapter / unload
 
 
-@issue("delete_adapter leaves the hypernetwork (and the absorbed LoRA) in place; absorbing then fails with IndexError")
+@issue("delete_adapter leaves the hypernetwork and the absorbed LoRA in place")
 @pytest.mark.parametrize("architecture", ARCHS)
 def test_delete_adapter_removes_the_hypernetwork_and_computes_the_base(architecture, tokenizer, ids):
     vocab = len(tokenizer)
@@ -418,7 +426,10 @@ TARGET_CASES = [
 
 @pytest.mark.parametrize(("options", "expected"), TARGET_CASES)
 def test_target_options_select_the_shine_layers(options, expected, tokenizer):
-    model, _ = make_shine(vocab_size=len(tokenizer), **options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, _ = make_shine(vocab_size=len(tokenizer), **options)
+    assert not [w for w in caught if "no modules were excluded" in str(w.message)]  # PEFT sees the exclusions too
     assert shine_module_names(model) == expected
     absorbed = model.absorb_context(CONTEXTS[0], tokenizer=tokenizer)
     assert set(absorbed.module_paths.values()) == expected  # the generated LoRA covers exactly those modules
