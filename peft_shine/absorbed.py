@@ -14,6 +14,7 @@ import torch
 from peft import LoraConfig
 from safetensors.torch import save_file
 
+from .cards import lora_card
 from .composition import (
     Factors,
     check_weight_count,
@@ -241,6 +242,7 @@ class AbsorbedContext:
                     },
                     f,
                 )
+            lora_card(self).save(os.path.join(staging, "README.md"))
             make_readable(staging)
             if os.path.isdir(save_directory):
                 replaced = tempfile.mkdtemp(prefix=".shine-replaced-", dir=parent)

@@ -19,9 +19,12 @@ def record_or_check_base(model: nn.Module, config: ShineConfig, structure: Decod
         "base_hidden_size": text_config.hidden_size,
         "base_num_layers": len(structure.layers),
         "target_module_shapes": [[name, i, o] for name, (i, o) in structure.module_shapes.items()],
+        "layers_to_transform": list(structure.layer_indices) if structure.restricts_layers else None,
     }
     recorded = {name: getattr(config, name) for name in found}
-    if all(value is None for value in recorded.values()):
+    if isinstance(recorded["layers_to_transform"], int):
+        recorded["layers_to_transform"] = [recorded["layers_to_transform"]]
+    if all(recorded[name] is None for name in found if name != "layers_to_transform"):
         for name, value in found.items():
             setattr(config, name, value)
         config.target_modules = list(structure.module_shapes)
@@ -45,7 +48,8 @@ def build_hypernetwork(model: nn.Module, config: ShineConfig) -> ShineHypernetwo
     plan = SlicingPlan(
         module_shapes=tuple((name, i, o) for name, i, o in config.target_module_shapes),
         rank=config.lora_rank,
-        num_layers=config.base_num_layers,
+        num_layers=len(layers) if (layers := config.layers_to_transform) is not None else config.base_num_layers,
+        layer_indices=tuple(layers) if layers is not None else None,
     )
     hypernetwork = ShineHypernetwork(
         plan,

@@ -13,7 +13,19 @@ from peft import PeftConfig
 from peft.utils import SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME
 from safetensors import SafetensorError, safe_open
 
-SHINE_PEFT_TYPE = "SHINE"
+from .cards import add_hypernetwork_section
+from .structure import check_target_options
+
+
+class _PeftTypeName(str):
+    """ "SHINE" (equal to, hashed and saved as the plain string) whose str() reads "PeftType.SHINE" like a PeftType
+    member, which is what `peft.get_model_status` parses."""
+
+    def __str__(self) -> str:
+        return f"PeftType.{str.__str__(self)}"
+
+
+SHINE_PEFT_TYPE = _PeftTypeName("SHINE")
 ContextOverflow = Literal["chunk", "truncate", "error"]
 ChunkCombination = Literal["mean", "sum"]
 
@@ -59,6 +71,15 @@ class ShineConfig(PeftConfig):
     meta_lora_rank: int = field(default=16, metadata={"help": "Rank of the meta-LoRA used while encoding."})
     target_modules: list[str] | str | None = field(
         default=None, metadata={"help": "Decoder-layer linear modules to adapt; None = all linear projections."}
+    )
+    exclude_modules: list[str] | str | None = field(
+        default=None, metadata={"help": "Modules never adapted: a regex (full match) or names / suffixes."}
+    )
+    layers_to_transform: list[int] | int | None = field(
+        default=None, metadata={"help": "Decoder layers to adapt (index or list); None = all."}
+    )
+    layers_pattern: list[str] | str | None = field(
+        default=None, metadata={"help": "Name of the nn.ModuleList of decoder layers, with layers_to_transform."}
     )
     num_memory_tokens: int | None = field(default=None, metadata={"help": "Memory slots; None = ceil(r*D/H)."})
     m2p_layers: int = field(default=4, metadata={"help": "M2P transformer blocks (even)."})
@@ -108,6 +129,9 @@ class ShineConfig(PeftConfig):
             raise ValueError(f"ShineConfig.max_lora_rank must be None or >= 1, got {self.max_lora_rank}.")
         if isinstance(self.target_modules, set):
             self.target_modules = sorted(self.target_modules)
+        if isinstance(self.exclude_modules, set):
+            self.exclude_modules = sorted(self.exclude_modules)
+        check_target_options(self.target_modules, self.layers_to_transform, self.layers_pattern)
 
     # ----------------------------------------------------------------------------------------------------------------
     # Sizes derived from the recorded base structure.
@@ -142,6 +166,11 @@ class ShineConfig(PeftConfig):
 
     # ----------------------------------------------------------------------------------------------------------------
     # Loading checks the weights file before PEFT reads it (PEFT would fall back to unpickling adapter_model.bin).
+
+    def save_pretrained(self, save_directory: str, **kwargs: Any) -> None:
+        """PEFT's save, plus SHINE's tags and how the adapter was made in the model card PEFT wrote (`cards.py`)."""
+        super().save_pretrained(save_directory, **kwargs)
+        add_hypernetwork_section(save_directory, self)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str, subfolder: str | None = None, **kwargs: Any):

@@ -33,6 +33,7 @@ class SlicingPlan:
     module_shapes: tuple[tuple[str, int, int], ...]  # (relative name, in_features, out_features)
     rank: int
     num_layers: int
+    layer_indices: tuple[int, ...] | None = None  # decoder layer of each M2P layer row; None = 0 .. num_layers - 1
 
     @property
     def numbers_per_layer(self) -> int:
@@ -53,7 +54,8 @@ class SlicingPlan:
                 offset += fan_in * r
                 b = flat[:, layer, offset : offset + r * fan_out].reshape(batch, r, fan_out)
                 offset += r * fan_out
-                factors[module_key(layer, name)] = (a * root, b * root)
+                index = layer if self.layer_indices is None else self.layer_indices[layer]
+                factors[module_key(index, name)] = (a * root, b * root)
         return factors
 
 

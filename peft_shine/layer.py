@@ -99,9 +99,11 @@ class ShineLinear(nn.Module, BaseTunerLayer):
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         result = self.base_layer(x, *args, **kwargs)
         state = self.runtime.state
-        if self.disable_adapters or state.mode == "base":
+        if state.mode == "base" or (self.disable_adapters and state.mode == "answer"):
             return result
         if state.mode == "encode":
+            if not self.active_adapters:
+                raise ValueError("This SHINE layer has no active adapter (it was deleted).")
             adapter = self.active_adapters[0]
             meta_a, meta_b = self.shine_meta_A[adapter], self.shine_meta_B[adapter]
             return result + meta_b(meta_a(x.to(meta_a.weight.dtype))).to(result.dtype)

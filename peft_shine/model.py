@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from peft.tuners.tuners_utils import BaseTuner
+from peft.tuners.tuners_utils import BaseTuner, _ExcludedModule
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -21,7 +21,7 @@ from .encoding import encode_memory_states, generate_in_batches, install_checkpo
 from .generation import generate_answers, padded_on_device
 from .hypernetwork import LoraFactors, ShineHypernetwork, module_key
 from .layer import ShineLinear, ShineRuntime, ShineState
-from .structure import discover_structure
+from .structure import matches_module_names, resolve_targets
 from .tokenization import as_text_list, context_token_chunks
 
 ContextInput = str | Sequence[str]
@@ -47,7 +47,9 @@ class ShineModel(BaseTuner):
         if getattr(self, "shine_hypernetwork", None) is not None and len(self.shine_hypernetwork):
             raise ValueError("A model holds one SHINE adapter; load another SHINE adapter onto a fresh base model.")
         config: ShineConfig = self.peft_config[adapter_name]
-        structure = discover_structure(model, config.target_modules)
+        structure = resolve_targets(
+            model, config.target_modules, config.exclude_modules, config.layers_to_transform, config.layers_pattern
+        )
         record_or_check_base(model, config, structure)
         config.resolve_sizes()
         self.runtime = ShineRuntime()
@@ -55,25 +57,21 @@ class ShineModel(BaseTuner):
         self.tokenizer: PreTrainedTokenizerBase | None = None  # see resolve_tokenizer
         self.train_encoder = True  # False: the context encode pass runs without gradients (see generate_lora)
         self._structure = structure
-        self._target_keys = {
-            structure.module_path(i, name): module_key(i, name)
-            for i in range(len(structure.layers))
-            for name in structure.module_shapes
-        }
+        self._target_keys = {path: module_key(i, name) for path, (i, name) in structure.target_paths().items()}
         self._key_shapes = {
-            module_key(i, name): tuple(shape)
-            for i in range(len(structure.layers))
-            for name, shape in structure.module_shapes.items()
+            module_key(i, name): tuple(structure.module_shapes[name]) for i, name in structure.target_paths().values()
         }
         super().inject_adapter(model, adapter_name, **kwargs)
         self.shine_hypernetwork = nn.ModuleDict({adapter_name: build_hypernetwork(model, config)})
-        if config.inference_mode:
-            for name, param in self.named_parameters():
-                if self.prefix in name:
-                    param.requires_grad_(False)
+        self.shine_hypernetwork[adapter_name].requires_grad_(not config.inference_mode)
+        model.add_model_tags(["shine", "peft", "hypernetwork", "peft-shine"])
 
-    def _check_target_module_exists(self, peft_config: ShineConfig, key: str) -> bool:
-        return key in self._target_keys
+    def _check_target_module_exists(self, peft_config: ShineConfig, key: str):
+        if key in self._target_keys:
+            return True
+        if peft_config.exclude_modules and matches_module_names(key, peft_config.exclude_modules):
+            return _ExcludedModule()  # PEFT counts exclusions (and warns when exclude_modules excluded nothing)
+        return False
 
     def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key, **kwargs):
         new_module = ShineLinear(
@@ -81,9 +79,24 @@ class ShineModel(BaseTuner):
         )
         self._replace_module(parent, target_name, new_module, target)
 
-    def _mark_only_adapters_as_trainable(self, model: nn.Module) -> None:
-        for name, param in model.named_parameters():
-            param.requires_grad = self.prefix in name
+    def set_adapter(self, adapter_name: str | list[str], inference_mode: bool = False) -> None:
+        """PEFT's set_adapter, with the hypernetwork frozen or unfrozen together with the layers' meta-LoRA."""
+        super().set_adapter(adapter_name, inference_mode=inference_mode)
+        names = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name)
+        for name, hypernetwork in getattr(self, "shine_hypernetwork", {}).items():
+            hypernetwork.requires_grad_(name in names and not inference_mode)
+
+    def set_requires_grad(self, adapter_names, requires_grad: bool = True) -> None:
+        super().set_requires_grad(adapter_names, requires_grad=requires_grad)
+        names = {adapter_names} if isinstance(adapter_names, str) else set(adapter_names)
+        for name in names & set(self.shine_hypernetwork):
+            self.shine_hypernetwork[name].requires_grad_(requires_grad)
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        """Remove the adapter's meta-LoRA (PEFT) and its hypernetwork, and drop the absorbed context."""
+        super().delete_adapter(adapter_name)
+        del self.shine_hypernetwork[adapter_name]
+        self.use_context(None)
 
     @classmethod
     def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
@@ -92,13 +105,18 @@ class ShineModel(BaseTuner):
             return key.replace(hypernetwork_prefix, "shine_hypernetwork.", 1)
         return super()._remove_adapter_name_from_key(key, adapter_name)
 
+    def _active_name(self) -> str:
+        if not self.active_adapters:
+            raise ValueError("This model has no active SHINE adapter (it was deleted); load one with load_adapter.")
+        return self.active_adapters[0]
+
     @property
     def hypernetwork(self) -> ShineHypernetwork:
-        return self.shine_hypernetwork[self.active_adapters[0]]
+        return self.shine_hypernetwork[self._active_name()]
 
     @property
     def shine_config(self) -> ShineConfig:
-        return self.peft_config[self.active_adapters[0]]
+        return self.peft_config[self._active_name()]
 
     # ----------------------------------------------------------------------------------------------------------------
     # Context -> LoRA
@@ -122,7 +140,7 @@ class ShineModel(BaseTuner):
         """Left-padded contexts (B, T) + M memory tokens -> memory states (B, L, M, H) (`encoding.py`)."""
         return encode_memory_states(
             self.model,
-            self._structure.layers,
+            [self._structure.layers[i] for i in self._structure.targeted_layers],
             self.runtime,
             self.hypernetwork.memory_embeddings,
             context_input_ids,

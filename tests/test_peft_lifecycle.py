@@ -115,7 +115,6 @@ def test_disable_adapter_computes_exactly_the_base(architecture, tokenizer, ids)
     assert model.get_model_status().enabled is True
 
 
-@issue("absorbing inside disable_adapter() encodes without the meta-LoRA and silently returns another LoRA")
 @pytest.mark.parametrize("architecture", ARCHS)
 def test_absorbing_inside_disable_adapter_writes_the_same_lora(architecture, tokenizer, ids):
     """Chosen behaviour: disable_adapter() only makes the forward compute the base model; the LoRA a context gets is a
@@ -134,7 +133,6 @@ def test_absorbing_inside_disable_adapter_writes_the_same_lora(architecture, tok
 # delete_adapter / unload
 
 
-@issue("delete_adapter leaves the hypernetwork and the absorbed LoRA in place")
 @pytest.mark.parametrize("architecture", ARCHS)
 def test_delete_adapter_removes_the_hypernetwork_and_computes_the_base(architecture, tokenizer, ids):
     vocab = len(tokenizer)
@@ -185,7 +183,6 @@ def test_trainable_parameters_are_exactly_what_shine_added(tokenizer):
     assert any("memory_embeddings" in name for name in added) and any("meta_A" in name for name in added)
 
 
-@issue("set_requires_grad(name, False) freezes the meta-LoRA but leaves the hypernetwork trainable")
 def test_set_requires_grad_covers_the_hypernetwork(tokenizer):
     model, added = make_shine(vocab_size=len(tokenizer))
     model.set_requires_grad("default", requires_grad=False)
@@ -194,7 +191,6 @@ def test_set_requires_grad_covers_the_hypernetwork(tokenizer):
     assert trainable(model) == added
 
 
-@issue("set_adapter(name, inference_mode=True) freezes the meta-LoRA but leaves the hypernetwork trainable")
 def test_set_adapter_inference_mode_freezes_the_hypernetwork(tokenizer):
     model, added = make_shine(vocab_size=len(tokenizer))
     model.set_adapter("default", inference_mode=True)
@@ -221,9 +217,6 @@ def base_with_a_shine_named_norm(vocab_size: int) -> nn.Module:
     return base
 
 
-@issue(
-    "_mark_only_adapters_as_trainable selects parameters by `self.prefix in name`, so base weights named shine_* train"
-)
 def test_base_parameters_named_like_shine_stay_frozen(tokenizer):
     model, added = make_shine(base=base_with_a_shine_named_norm(len(tokenizer)))
     assert not model.base_model.model.model.norm.shine_inner.weight.requires_grad
@@ -271,7 +264,6 @@ def test_model_status_counts_the_hypernetwork(tokenizer):
     assert status.merged_adapters == [] and status.requires_grad == {"default": True}
 
 
-@issue("get_model_status().peft_types is {'default': ''}: PEFT takes str(peft_type).partition('.')[-1]")
 def test_model_status_names_the_peft_type(tokenizer):
     model, _ = make_shine(vocab_size=len(tokenizer))
     assert model.get_model_status().peft_types == {"default": "SHINE"}
@@ -366,10 +358,6 @@ def test_loading_a_second_shine_adapter_is_refused_before_the_model_changes(toke
 # ---------------------------------------------------------------------------------------------------------------------
 # target_modules / exclude_modules / layers_to_transform with PEFT's meaning, on the tuner
 
-REGEX = issue("a str target_modules is taken as one module name, not as a regex that must fully match the full name")
-FULL_NAMES = issue("list entries are matched relative to a decoder layer, so full module names match nothing")
-EXCLUDE = issue("ShineConfig has no exclude_modules")
-LAYERS = issue("ShineConfig has no layers_to_transform / layers_pattern; the hypernetwork always writes every layer")
 
 TARGET_CASES = [
     pytest.param({"target_modules": ["down_proj"]}, paths(["mlp.down_proj"]), id="list-name"),
@@ -378,48 +366,41 @@ TARGET_CASES = [
     ),
     pytest.param({"target_modules": None}, paths(LLAMA_LAYER), id="none"),
     pytest.param({"target_modules": "all-linear"}, paths(LLAMA_LAYER), id="all-linear"),
-    pytest.param({"target_modules": r".*\.mlp\.down_proj"}, paths(["mlp.down_proj"]), id="regex", marks=REGEX),
+    pytest.param({"target_modules": r".*\.mlp\.down_proj"}, paths(["mlp.down_proj"]), id="regex"),
     pytest.param(
         {"target_modules": r".*\.self_attn\.[qv]_proj"},
         paths(["self_attn.q_proj", "self_attn.v_proj"]),
         id="regex-alternatives",
-        marks=REGEX,
     ),
     pytest.param(
         {"target_modules": r"model\.layers\.1\.mlp\.\w+_proj"},
         paths(["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"], layers=(1,)),
         id="regex-one-layer",
-        marks=REGEX,
     ),
     pytest.param(
         {"target_modules": ["model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"]},
         paths(["mlp.down_proj"]),
         id="list-full-names",
-        marks=FULL_NAMES,
     ),
     pytest.param(
         {"target_modules": ["q_proj", "down_proj"], "exclude_modules": ["q_proj"]},
         paths(["mlp.down_proj"]),
         id="exclude-list",
-        marks=EXCLUDE,
     ),
     pytest.param(
         {"target_modules": "all-linear", "exclude_modules": r".*\.mlp\..*"},
         paths(LLAMA_LAYER[:4]),
         id="exclude-regex",
-        marks=EXCLUDE,
     ),
     pytest.param(
         {"target_modules": ["down_proj"], "layers_to_transform": 1},
         paths(["mlp.down_proj"], layers=(1,)),
         id="layers-int",
-        marks=LAYERS,
     ),
     pytest.param(
         {"target_modules": ["down_proj", "up_proj"], "layers_to_transform": [0], "layers_pattern": "layers"},
         paths(["mlp.up_proj", "mlp.down_proj"], layers=(0,)),
         id="layers-list-and-pattern",
-        marks=LAYERS,
     ),
 ]
 
@@ -435,14 +416,12 @@ def test_target_options_select_the_shine_layers(options, expected, tokenizer):
     assert set(absorbed.module_paths.values()) == expected  # the generated LoRA covers exactly those modules
 
 
-@REGEX
 @pytest.mark.parametrize("architecture", ARCHS)
 def test_regex_target_modules_on_every_architecture(architecture, tokenizer):
     model, _ = make_shine(architecture, len(tokenizer), target_modules=r".*\.mlp\.down_proj")
     assert shine_module_names(model) == paths(["mlp.down_proj"])
 
 
-@LAYERS
 def test_layers_to_transform_survives_save_and_load(tokenizer, tmp_path):
     vocab = len(tokenizer)
     model, _ = make_shine(vocab_size=vocab, target_modules=["down_proj"], layers_to_transform=[1])
@@ -454,7 +433,6 @@ def test_layers_to_transform_survives_save_and_load(tokenizer, tmp_path):
     assert_same_factors(loaded.absorb_context(CONTEXTS[0], tokenizer=tokenizer), original)
 
 
-@LAYERS
 def test_layers_to_transform_reads_the_memory_of_the_same_layers(tokenizer):
     """Proposed mapping: the hypernetwork's layer axis is the targeted layers, and the LoRA of decoder layer i is
     written from the memory states at layer i's output, as without layers_to_transform. With layers_to_transform=[0]
@@ -467,7 +445,6 @@ def test_layers_to_transform_reads_the_memory_of_the_same_layers(tokenizer):
     assert_same_factors(model.absorb_context(CONTEXTS[0], tokenizer=tokenizer), first)
 
 
-@LAYERS
 @pytest.mark.parametrize(
     "options",
     [
@@ -589,7 +566,6 @@ def assert_shine_card(card: ModelCard, base_model: str, tags: set[str]) -> None:
     assert "SHINE" in card.text and re.search(r"peft[_-]shine", card.text), "no line on how the adapter was made"
 
 
-@issue("the PEFT model card of a SHINE hypernetwork has no shine/hypernetwork tags and says nothing of how it was made")
 def test_saved_hypernetwork_has_a_shine_model_card(saved_base, tmp_path):
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(saved_base), ShineConfig(**SMALL_SHINE))
     model.save_pretrained(tmp_path)
@@ -632,7 +608,6 @@ def test_pushed_hypernetwork_keeps_its_shine_model_card(saved_base, tmp_path, mo
     assert_shine_card(ModelCard.load(tmp_path / "README.md"), str(saved_base), {"shine", "peft", "hypernetwork"})
 
 
-@issue("AbsorbedContext.save_pretrained writes no README.md model card")
 def test_exported_lora_has_a_shine_model_card(saved_base, tokenizer, tmp_path):
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(saved_base), ShineConfig(**SMALL_SHINE))
     absorbed = model.absorb_context(CONTEXTS[0], tokenizer=tokenizer)
@@ -640,7 +615,6 @@ def test_exported_lora_has_a_shine_model_card(saved_base, tokenizer, tmp_path):
     assert_shine_card(ModelCard.load(tmp_path / "lora" / "README.md"), str(saved_base), {"shine", "peft", "lora"})
 
 
-@issue("AbsorbedContext.push_to_hub uploads no README.md model card")
 def test_pushed_lora_has_a_shine_model_card(saved_base, tokenizer, tmp_path, monkeypatch):
     import shutil
 

@@ -22,17 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import ModelCard
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..absorbed import AbsorbedContext, make_readable
+from ..cards import lora_card
 
 MANIFEST = "corpus.json"
 INDEX = "index.jsonl"
 SHARD_DIR = "shards"
 TEMP_PREFIX = ".tmp-"
-CARD_TAGS = ["peft", "lora", "shine", "peft-shine", "absorbed-context"]
 
 
 def shard_name(index: int) -> str:
@@ -58,35 +58,15 @@ def write_json_atomic(path: Path, payload: Any, lines: bool = False) -> None:
 def model_card(absorbed: AbsorbedContext, entry: dict[str, Any], adapter: str | None) -> ModelCard:
     """The model card of one document's adapter: metadata (library_name peft, base_model, tags, the document's id
     and text hash) and a short text on how it was made and how to load it."""
-    base = absorbed.base_model_name_or_path
-    data = ModelCardData(
-        library_name="peft",
-        base_model=base,
-        tags=CARD_TAGS,
-        shine_document={key: entry[key] for key in ("id", "sha256", "tokens", "chunks", "lora_rank")},
+    made = (
+        f"in one forward pass by the SHINE hypernetwork `{adapter or '(in memory)'}` after reading document "
+        f"`{entry['id']}` ({entry['tokens']} tokens in {entry['chunks']} chunk(s), text SHA-256 `{entry['sha256']}`) "
+        "with `peft_shine.absorb_corpus` / `peft-shine absorb-corpus`"
     )
-    compressed = (
-        f" compressed to rank {absorbed.rank} by a truncated SVD (relative error {absorbed.compression_error:.3g});"
-        if absorbed.compression_error is not None
-        else ""
-    )
-    body = f"""
-# SHINE adapter for document `{entry["id"]}`
-
-A plain PEFT LoRA adapter (rank {absorbed.rank}, lora_alpha {absorbed.rank}, no dropout, no bias) for
-{f"`{base}`" if base else "the base model it was absorbed with"}. It was written in one forward pass by the SHINE
-hypernetwork `{adapter or "(in memory)"}` after reading the document ({entry["tokens"]} tokens in {entry["chunks"]}
-chunk(s);{compressed} text SHA-256 `{entry["sha256"]}`),
-with `peft_shine.absorb_corpus` / `peft-shine absorb-corpus`. The text itself is not stored here.
-
-```python
-from peft import PeftModel
-model = PeftModel.from_pretrained(base_model, "path/to/this/folder")   # then ask questions about the document
-```
-
-vLLM (`--enable-lora`, `LoRARequest`), TGI (`LORA_ADAPTERS`) and PEFT's `load_adapter` serve it like any PEFT LoRA.
-"""
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+    if absorbed.compression_error is not None:
+        made += f", compressed by a truncated SVD (relative error {absorbed.compression_error:.3g})"
+    document = {key: entry[key] for key in ("id", "sha256", "tokens", "chunks", "lora_rank")}
+    return lora_card(absorbed, made, tags=["absorbed-context"], shine_document=document)
 
 
 def _replace_dir(staged: Path, target: Path) -> None:
