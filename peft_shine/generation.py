@@ -8,10 +8,25 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from .padding import left_pad, pad_id_of
 from .tokenization import question_prompt_ids
+
+
+def base_tokenizer(model: torch.nn.Module) -> PreTrainedTokenizerBase:
+    """`AutoTokenizer.from_pretrained(model.name_or_path)`; ValueError naming what was tried and the fix when the
+    model has no name_or_path or nothing loads from it."""
+    source = getattr(model, "name_or_path", None)
+    if source:
+        try:
+            return AutoTokenizer.from_pretrained(source)
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            source = f"{source!r} ({type(error).__name__})"
+    raise ValueError(
+        f"No tokenizer found for this SHINE model (tried: {source or 'the base has no name_or_path'}). Pass one: "
+        "`model.absorb_context(text, tokenizer=AutoTokenizer.from_pretrained(<base model>))`."
+    )
 
 
 def padded_on_device(

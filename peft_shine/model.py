@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from peft.tuners.tuners_utils import BaseTuner, _ExcludedModule
 from torch import nn
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from .absorbed import AbsorbedContext
 from .building import build_hypernetwork, record_or_check_base
@@ -18,9 +18,10 @@ from .composition import check_weight_count
 from .config import ChunkCombination, ContextOverflow, ShineConfig, check_choice
 from .diagnostics import calibrate_memory_statistics, context_variance_share_of
 from .encoding import encode_memory_states, generate_in_batches, install_checkpoint_replay
-from .generation import generate_answers, padded_on_device
+from .generation import base_tokenizer, generate_answers, padded_on_device
 from .hypernetwork import LoraFactors, ShineHypernetwork, module_key
 from .layer import ShineLinear, ShineRuntime, ShineState
+from .objective import reject_loss_inputs
 from .structure import matches_module_names, resolve_targets
 from .tokenization import as_text_list, context_token_chunks
 
@@ -159,13 +160,7 @@ class ShineModel(BaseTuner):
 
         The training loss policy (distillation, batches without answer tokens) is `objective.ShineLoss`, the
         `compute_loss_func` of the Trainer; with `labels` this forward returns the base model's own loss."""
-        teacher_fields = sorted(key for key in kwargs if key.startswith("teacher_") or key == "distill_weight")
-        if teacher_fields:
-            raise ValueError(
-                f"{teacher_fields} are loss inputs, not model inputs: train with "
-                "Trainer(compute_loss_func=peft_shine.ShineLoss(model, distill_weight)), which takes them out of the "
-                "batch (or drop them)."
-            )
+        reject_loss_inputs(kwargs)
         if context_input_ids is None:
             install_checkpoint_replay(self._structure.layers, self.runtime)
             return self.model(*args, **kwargs)
@@ -180,20 +175,9 @@ class ShineModel(BaseTuner):
 
     def resolve_tokenizer(self, tokenizer: PreTrainedTokenizerBase | None = None) -> PreTrainedTokenizerBase:
         """The tokenizer to use: the one given (remembered as `self.tokenizer`), else the one remembered, else the
-        base model's (`AutoTokenizer.from_pretrained(name_or_path)`; SHINE never changes the tokenizer)."""
-        if tokenizer is not None:
-            self.tokenizer = tokenizer
-        if self.tokenizer is None:
-            source = getattr(self.model, "name_or_path", None)
-            try:
-                self.tokenizer = AutoTokenizer.from_pretrained(source) if source else None
-            except (OSError, ValueError, TypeError, KeyError) as error:
-                source = f"{source!r} ({type(error).__name__})"
-            if self.tokenizer is None:
-                raise ValueError(
-                    f"No tokenizer found for this SHINE model (tried: {source or 'the base has no name_or_path'}). "
-                    "Pass one: `model.absorb_context(text, tokenizer=AutoTokenizer.from_pretrained(<base model>))`."
-                )
+        base model's (`generation.base_tokenizer`; SHINE never changes the tokenizer)."""
+        if tokenizer is not None or self.tokenizer is None:
+            self.tokenizer = tokenizer or base_tokenizer(self.model)
         return self.tokenizer
 
     def context_chunks(
@@ -202,10 +186,8 @@ class ShineModel(BaseTuner):
         tokenizer: PreTrainedTokenizerBase | None = None,
         context_overflow: ContextOverflow | None = None,
     ) -> list[list[list[int]]]:
-        """Plain-text token ids of each context's chunks: one chunk per context, except that under the "chunk"
-        policy a context longer than `max_context_tokens` is split on sentence/line boundaries (see
-        `tokenization.split_into_chunks`); "truncate" and "error" apply as in `fit_context_lengths`. The policy is
-        `context_overflow`, default the config's."""
+        """Plain-text token ids of each context's chunks (`tokenization.context_token_chunks`) under the overflow
+        policy `context_overflow` (default: the config's)."""
         config = self.shine_config
         overflow = context_overflow or config.context_overflow
         check_choice("context_overflow", overflow)
@@ -239,23 +221,14 @@ class ShineModel(BaseTuner):
         context_overflow: ContextOverflow | None = None,
     ) -> AbsorbedContext:
         """Read one context (str) or a batch (list of str) and switch the model to the generated LoRA(s):
-        chunks -> encode -> combine -> use.
+        chunks -> encode -> combine -> use. Returns the `AbsorbedContext` (exportable as a plain PEFT LoRA).
 
-        - Default: one adapter per context; row i of the next forward/generate uses context i (several rows per
-          context: context-major). Replaces any context absorbed before.
-        - A context longer than `max_context_tokens` is chunked (`context_overflow="chunk"`): every chunk is encoded,
-          and the chunk LoRAs are concatenated along the rank axis, so the context's delta is the mean or the sum of
-          the chunk deltas (`chunk_combination`).
-        - `compose=True`: one adapter holding all contexts (same mechanism): the mean or sum of their deltas, or
-          with `weights` the weighted sum sum_d w_d D_d.
-        - `append=True`: add this text's chunks to the current (single) adapter without re-encoding it; under "mean"
-          the result is the mean over all chunks, old and new (the old delta is rescaled).
-        - With `max_lora_rank` an int, a larger adapter is compressed to that rank (truncated SVD per module); None
-          keeps the full rank.
-
-        `max_lora_rank`, `chunk_combination` and `context_overflow` default to the `ShineConfig` fields of the same
-        names ("config" / None). Returns the `AbsorbedContext` (exportable as a plain PEFT LoRA).
-        """
+        One adapter per context (row i of the next forward uses context i, context-major); `compose=True`: one
+        adapter for all (their mean or sum, or the weighted sum with `weights`); `append=True`: add this text's chunks
+        to the current single adapter without re-encoding it. A context longer than `max_context_tokens` is chunked
+        and its chunk deltas combined by `chunk_combination` ("mean" or "sum"); an int `max_lora_rank` compresses a
+        larger adapter by a truncated SVD (None: full rank). `max_lora_rank`, `chunk_combination` and
+        `context_overflow` default to the `ShineConfig` fields of the same names. Details: docs/api.md."""
         config = self.shine_config
         combination = chunk_combination or config.chunk_combination
         check_choice("chunk_combination", combination)
@@ -322,13 +295,6 @@ class ShineModel(BaseTuner):
         answers = generate_answers(self.model, tokenizer, questions, max_new_tokens, **generate_kwargs)
         return answers[0] if isinstance(question, str) else answers
 
-    # ----------------------------------------------------------------------------------------------------------------
-    # Diagnostics (diagnostics.py)
-
-    def calibrate_memory_statistics(self, contexts: Sequence[str], tokenizer=None, batch_size: int = 8) -> None:
-        """See `diagnostics.calibrate_memory_statistics`."""
-        calibrate_memory_statistics(self, contexts, tokenizer, batch_size)
-
-    def context_variance_share(self, contexts: Sequence[str], tokenizer=None) -> dict[str, float]:
-        """See `diagnostics.context_variance_share_of`."""
-        return context_variance_share_of(self, contexts, tokenizer)
+    # Diagnostics: see diagnostics.py
+    calibrate_memory_statistics = calibrate_memory_statistics
+    context_variance_share = context_variance_share_of

@@ -26,6 +26,17 @@ TEACHER_KEYS = ("teacher_input_ids", "teacher_attention_mask", "teacher_labels")
 SKIP_REASONS = ("no_answer_tokens", "non_finite_loss")
 
 
+def reject_loss_inputs(model_kwargs: dict[str, Any]) -> None:
+    """Raise ValueError when the keyword arguments of a model forward hold loss inputs (teacher fields)."""
+    found = sorted(key for key in model_kwargs if key.startswith("teacher_") or key == "distill_weight")
+    if found:
+        raise ValueError(
+            f"{found} are loss inputs, not model inputs: train with "
+            "Trainer(compute_loss_func=peft_shine.ShineLoss(model, distill_weight)), which takes them out of the "
+            "batch (or drop them)."
+        )
+
+
 class ShineLoss:
     """`compute_loss_func` for a stock `transformers.Trainer` training a SHINE `PeftModel`.
 
