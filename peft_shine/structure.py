@@ -66,12 +66,17 @@ class DecoderStructure:
 def find_decoder_layers(
     model: nn.Module, layers_pattern: str | Sequence[str] | None = None
 ) -> tuple[str, nn.ModuleList]:
-    """The `nn.ModuleList` holding the decoder layers (the one whose length is the config's layer count).
+    """The `nn.ModuleList` holding the decoder layers: `model.get_decoder().layers` when it has the config's layer
+    count, else the first module list of that length (the heuristic for models without `get_decoder`).
 
     With `layers_pattern` (PEFT's option: `"layers"`, `"h"`, or a list of such names), only a module list whose own
     name (the last component of its path) fully matches one of the patterns qualifies."""
     num_layers = model.config.get_text_config().num_hidden_layers
     patterns = [layers_pattern] if isinstance(layers_pattern, str) else list(layers_pattern or [])
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    layers = getattr(decoder, "layers", None)
+    if not patterns and isinstance(layers, nn.ModuleList) and len(layers) == num_layers:
+        return next(name for name, module in model.named_modules() if module is layers), layers
     for name, module in model.named_modules():
         if not (isinstance(module, nn.ModuleList) and len(module) == num_layers and name):
             continue
@@ -83,36 +88,6 @@ def find_decoder_layers(
         f"Could not find the decoder layers of {type(model).__name__}: no nn.ModuleList{named} of length "
         f"num_hidden_layers={num_layers}. SHINE needs a decoder-only transformers model."
     )
-
-
-def discover_structure(model: nn.Module, target_modules: str | list[str] | None) -> DecoderStructure:
-    """Find the decoder layers and the targeted linear projections (identical in every layer).
-
-    Legacy matching, kept until the tuner calls `resolve_targets`: a str other than "all-linear" is one module name
-    (not a regular expression), names are matched relative to a decoder layer, and every layer is targeted."""
-    layers_path, layers = find_decoder_layers(model)
-    if target_modules in (None, ALL_LINEAR):
-        wanted = None
-    else:
-        wanted = [target_modules] if isinstance(target_modules, str) else list(target_modules)
-
-    def selected(name: str) -> bool:
-        return wanted is None or any(name == t or name.endswith("." + t) for t in wanted)
-
-    per_layer = []
-    for layer in layers:
-        shapes = {}
-        for name, module in layer.named_modules():
-            if name and isinstance(module, nn.Linear) and selected(name):
-                shapes[name] = [module.in_features, module.out_features]
-        per_layer.append(shapes)
-    if not per_layer[0]:
-        raise ValueError(
-            f"target_modules={target_modules!r} matches no linear module inside the decoder layers at {layers_path!r}."
-        )
-    if any(shapes != per_layer[0] for shapes in per_layer):
-        raise ValueError("SHINE needs the same target modules with the same shapes in every decoder layer.")
-    return DecoderStructure(layers_path, layers, per_layer[0])
 
 
 # ---------------------------------------------------------------------------------------------------------------------

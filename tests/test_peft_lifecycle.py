@@ -29,7 +29,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from peft_shine import ShineConfig, ShineLinear
-from peft_shine.structure import discover_structure, resolve_targets
+from peft_shine.structure import DecoderStructure, find_decoder_layers, resolve_targets
 from tests.helpers import ARCHITECTURES, CONTEXTS, SMALL_SHINE, build_model
 
 ARCHS = list(ARCHITECTURES)
@@ -499,6 +499,38 @@ def test_resolve_targets_selects_what_lora_selects_on_every_architecture(archite
     assert set(structure.target_paths()) == lora_targets(architecture, {"target_modules": target_modules})
 
 
+def discover_structure(  # the selection before issue 12, as the oracle of saved adapters
+    model: nn.Module, target_modules: str | list[str] | None
+) -> DecoderStructure:
+    """Find the decoder layers and the targeted linear projections (identical in every layer).
+
+    Legacy matching, kept until the tuner calls `resolve_targets`: a str other than "all-linear" is one module name
+    (not a regular expression), names are matched relative to a decoder layer, and every layer is targeted."""
+    layers_path, layers = find_decoder_layers(model)
+    if target_modules in (None, "all-linear"):
+        wanted = None
+    else:
+        wanted = [target_modules] if isinstance(target_modules, str) else list(target_modules)
+
+    def selected(name: str) -> bool:
+        return wanted is None or any(name == t or name.endswith("." + t) for t in wanted)
+
+    per_layer = []
+    for layer in layers:
+        shapes = {}
+        for name, module in layer.named_modules():
+            if name and isinstance(module, nn.Linear) and selected(name):
+                shapes[name] = [module.in_features, module.out_features]
+        per_layer.append(shapes)
+    if not per_layer[0]:
+        raise ValueError(
+            f"target_modules={target_modules!r} matches no linear module inside the decoder layers at {layers_path!r}."
+        )
+    if any(shapes != per_layer[0] for shapes in per_layer):
+        raise ValueError("SHINE needs the same target modules with the same shapes in every decoder layer.")
+    return DecoderStructure(layers_path, layers, per_layer[0])
+
+
 @pytest.mark.parametrize("architecture", ARCHS)
 @pytest.mark.parametrize("target_modules", [None, "all-linear", ["q_proj", "v_proj"], ["mlp.down_proj"]], ids=str)
 def test_resolve_targets_keeps_the_structure_of_existing_adapters(architecture, target_modules):
@@ -635,3 +667,14 @@ def test_pushed_lora_has_a_shine_model_card(saved_base, tokenizer, tmp_path, mon
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(saved_base), ShineConfig(**SMALL_SHINE))
     model.absorb_context(CONTEXTS[0], tokenizer=tokenizer).push_to_hub("me/lora-tiny")
     assert_shine_card(ModelCard.load(tmp_path / "pushed" / "README.md"), str(saved_base), {"shine", "peft", "lora"})
+
+
+def test_decoder_layers_come_from_get_decoder_before_any_heuristic():
+    """A module list of the same length registered before the decoder layers must not be taken for them."""
+    from collections import OrderedDict
+
+    base = build_model("llama")
+    decoy = nn.ModuleList([nn.Linear(2, 2) for _ in base.model.layers])
+    base.model._modules = OrderedDict([("decoy", decoy), *base.model._modules.items()])
+    assert next(n for n, m in base.named_modules() if isinstance(m, nn.ModuleList)) == "model.decoy"
+    assert find_decoder_layers(base) == ("model.layers", base.model.layers)
