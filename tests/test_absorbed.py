@@ -21,7 +21,7 @@ def test_exported_lora_reproduces_absorbed_logits_and_merges(absorbed_pair, toke
         shine_logits = model(input_ids=ids.repeat(2, 1)).logits[1]
     absorbed[1].save_pretrained(tmp_path / "ctx1")
     files = sorted(p.name for p in (tmp_path / "ctx1").iterdir())
-    assert files == ["adapter_config.json", "adapter_model.safetensors", "shine_context.json"]
+    assert files == ["README.md", "adapter_config.json", "adapter_model.safetensors", "shine_context.json"]
     config = json.loads((tmp_path / "ctx1" / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["r"] == config["lora_alpha"] == 2
     plain = PeftModel.from_pretrained(build_model("llama", len(tokenizer)), tmp_path / "ctx1").eval()
