@@ -37,9 +37,16 @@ class ShineConfig(PeftConfig):
     Hyperparameters (set by the user):
         lora_rank: rank r of the generated LoRA on every target module.
         meta_lora_rank: rank of the trainable meta-LoRA that is active only while the context is encoded.
-        target_modules: linear projections inside the decoder layers that receive a generated LoRA. `None` or
-            `"all-linear"` targets every `nn.Linear` of each decoder layer (fused ones such as Phi-3's `qkv_proj`
-            included); a list matches names relative to a decoder layer by suffix (`["q_proj", "v_proj"]`).
+        target_modules: linear projections inside the decoder layers that receive a generated LoRA, with PEFT's
+            meaning: a str is a regular expression that must match a module's full name
+            (`".*[.]mlp[.]down_proj"`), a list matches exact names or suffixes (`["q_proj", "mlp.down_proj"]`), `None`
+            or `"all-linear"` targets every `nn.Linear` of each decoder layer (fused ones such as Phi-3's `qkv_proj`
+            included). Every targeted layer must hold the same targets with the same shapes.
+        exclude_modules: modules never targeted, matched like `target_modules` (regex str or names / suffixes).
+        layers_to_transform: decoder layer index or indices to target; None = every layer. The hypernetwork writes
+            the LoRA of layer i from the memory states at layer i, so its layer axis is the targeted layers.
+        layers_pattern: name of the `nn.ModuleList` of decoder layers (e.g. "layers"), needed with
+            `layers_to_transform` only where the layers are not `model.get_decoder().layers`.
         num_memory_tokens: memory slots M appended to the context; default `ceil(r * D / H)`.
         m2p_layers: number of M2P transformer blocks (even: they alternate layer axis / memory axis).
         m2p_hidden_size, m2p_num_heads, m2p_intermediate_size: M2P width, heads and FFN size; defaults H,
