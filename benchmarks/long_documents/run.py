@@ -371,7 +371,7 @@ class Answers:
 
 @contextmanager
 def shine_options(model: PeftModel, **values: Any) -> Iterator[None]:
-    """Set `ShineConfig` fields for the block and restore them afterwards."""
+    """Set `ShineConfig` fields (here only `max_context_tokens`, a benchmark setting) for the block and restore them."""
     config = model.base_model.shine_config
     previous = {name: getattr(config, name) for name in values}
     for name, value in values.items():
@@ -383,23 +383,23 @@ def shine_options(model: PeftModel, **values: Any) -> Iterator[None]:
             setattr(config, name, value)
 
 
-def shine_overrides(bench: Bench, method: str) -> dict[str, Any]:
-    """The `ShineConfig` fields a SHINE method runs with."""
-    values: dict[str, Any] = {
+def absorb_options(bench: Bench, method: str) -> dict[str, Any]:
+    """The `absorb_context` keyword arguments a SHINE method runs with."""
+    return {
         "context_overflow": "chunk",
         "chunk_combination": bench.settings.chunk_combination,
         "max_lora_rank": bench.settings.max_rank if method == "shine_compressed" else None,
     }
-    if bench.settings.max_context_tokens is not None:
-        values["max_context_tokens"] = bench.settings.max_context_tokens
-    return values
 
 
 def answer_absorbed(bench: Bench, method: str, document: Document, questions: Sequence[str]) -> Answers:
     """Absorb the document (timed, synchronised) under the method's options, then ask the questions alone."""
     model, tokenizer, settings = bench.model, bench.tokenizer, bench.settings
-    with shine_options(model, **shine_overrides(bench, method)):
-        absorbed, adapt_seconds = timed(bench.device, model.absorb_context, document.text, tokenizer=tokenizer)
+    chunk_size = {} if settings.max_context_tokens is None else {"max_context_tokens": settings.max_context_tokens}
+    with shine_options(model, **chunk_size):  # the chunk size is the adapter's encoder limit, not an absorb option
+        absorbed, adapt_seconds = timed(
+            bench.device, model.absorb_context, document.text, tokenizer=tokenizer, **absorb_options(bench, method)
+        )
     predictions, generate_seconds = [], 0.0
     try:
         for start in range(0, len(questions), settings.batch_size):
