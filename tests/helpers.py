@@ -28,6 +28,17 @@ CHATML_TEMPLATE = (
 )
 
 
+LLAMA_LAYER = [  # the linear modules of a Llama-style decoder layer, in module order
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+]
+
+
 def build_tokenizer() -> PreTrainedTokenizerFast:
     """A 400-token byte-level BPE tokenizer with ChatML special tokens and chat template."""
     bpe = Tokenizer(models.BPE(unk_token=None))

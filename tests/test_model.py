@@ -3,7 +3,7 @@ import torch
 from peft import PeftModelForCausalLM
 
 from peft_shine import ShineConfig, ShineModel
-from tests.helpers import CONTEXTS, build_model, build_shine
+from tests.helpers import CONTEXTS, LLAMA_LAYER, build_model, build_shine
 
 
 def logits(model, ids):
@@ -21,15 +21,7 @@ def test_get_peft_model_builds_shine_and_records_the_base(tokenizer):
     assert isinstance(model, PeftModelForCausalLM) and isinstance(model.base_model, ShineModel)
     config = model.peft_config["default"]
     assert (config.base_model_type, config.base_hidden_size, config.base_num_layers) == ("llama", 64, 2)
-    assert [name for name, _, _ in config.target_module_shapes] == [
-        "self_attn.q_proj",
-        "self_attn.k_proj",
-        "self_attn.v_proj",
-        "self_attn.o_proj",
-        "mlp.gate_proj",
-        "mlp.up_proj",
-        "mlp.down_proj",
-    ]
+    assert [name for name, _, _ in config.target_module_shapes] == LLAMA_LAYER
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     assert names and all("shine_" in n for n in names)
     assert any("memory_embeddings" in n for n in names) and any("shine_meta_A" in n for n in names)

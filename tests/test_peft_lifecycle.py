@@ -30,18 +30,9 @@ from transformers import AutoModelForCausalLM
 
 from peft_shine import ShineConfig, ShineLinear
 from peft_shine.structure import DecoderStructure, find_decoder_layers, resolve_targets
-from tests.helpers import ARCHITECTURES, CONTEXTS, SMALL_SHINE, build_model
+from tests.helpers import ARCHITECTURES, CONTEXTS, LLAMA_LAYER, SMALL_SHINE, build_model
 
 ARCHS = list(ARCHITECTURES)
-LLAMA_LAYER = [
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.o_proj",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
-]
 
 
 def issue(reason: str):
