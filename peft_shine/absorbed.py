@@ -186,6 +186,10 @@ class AbsorbedContext:
             compression_error=(error / norm) ** 0.5 if norm > 0 else 0.0,
         )
 
+    def within_rank(self, max_rank: int | None) -> AbsorbedContext:
+        """This adapter, or `compressed(max_rank)` when its rank exceeds `max_rank` (None: no budget)."""
+        return self if max_rank is None or self.rank <= max_rank else self.compressed(max_rank)
+
     def delta_weight(self, key: str, index: int = 0) -> torch.Tensor:
         """The dense update of one module for context `index`, in nn.Linear layout: (out, in) = (A B)^T."""
         a, b = self.factors[key]

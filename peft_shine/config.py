@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
@@ -192,7 +192,7 @@ class ShineConfig(PeftConfig):
         return config
 
 
-CHOICES = {"context_overflow": ("chunk", "truncate", "error"), "chunk_combination": ("mean", "sum")}
+CHOICES = {"context_overflow": get_args(ContextOverflow), "chunk_combination": get_args(ChunkCombination)}
 
 
 def check_choice(name: str, value: str, owner: str = "") -> None:

@@ -251,8 +251,7 @@ class ShineModel(BaseTuner):
             absorbed = AbsorbedContext.compose([absorbed], weights, combination)
         if append:
             absorbed = AbsorbedContext.extended(self.current_context, absorbed, combination)
-        if max_rank is not None and absorbed.rank > max_rank:
-            absorbed = absorbed.compressed(max_rank)
+        absorbed = absorbed.within_rank(max_rank)
         self.use_context(absorbed)
         return absorbed
 

@@ -129,9 +129,6 @@ def iter_absorbed(
             for row, position in enumerate(batch):
                 if wanted is not None and position not in wanted:
                     continue
-                single = absorbed[row]
-                if max_rank is not None and single.rank > max_rank:
-                    single = single.compressed(max_rank)
-                yield AbsorbedDocument(documents[position], single, seconds)
+                yield AbsorbedDocument(documents[position], absorbed[row].within_rank(max_rank), seconds)
     finally:
         shine.use_context(previous)

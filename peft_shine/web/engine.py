@@ -79,9 +79,7 @@ class ShineEngine:
             return contexts[0]
         config = self.shine.shine_config
         composed = AbsorbedContext.compose(contexts, combination=config.chunk_combination)
-        if config.max_lora_rank is not None and composed.rank > config.max_lora_rank:
-            composed = composed.compressed(config.max_lora_rank)
-        return composed
+        return composed.within_rank(config.max_lora_rank)
 
     def ask(self, context: AbsorbedContext | None, question: str) -> str:
         """The answer to `question` (alone in the chat template) with `context` absorbed; None = no context."""
