@@ -13,6 +13,7 @@ out of the keyword arguments before the model runs, and the loss uses them. The 
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from .padding import IGNORE_INDEX
 
 TEACHER_KEYS = ("teacher_input_ids", "teacher_attention_mask", "teacher_labels")
 SKIP_REASONS = ("no_answer_tokens", "non_finite_loss")
+_HOOKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> the pre-hook of its newest ShineLoss
 
 
 def reject_loss_inputs(model_kwargs: dict[str, Any]) -> None:
@@ -57,7 +59,10 @@ class ShineLoss:
         self.distill_weight = distill_weight
         self.skipped = dict.fromkeys(SKIP_REASONS, 0)
         self._teacher: dict[str, torch.Tensor] = {}
-        model.register_forward_pre_hook(self._take_teacher_fields, with_kwargs=True)
+        previous = _HOOKS.pop(model, None)  # the hook of an earlier ShineLoss would take the teacher fields first
+        if previous is not None:
+            previous.remove()
+        _HOOKS[model] = model.register_forward_pre_hook(self._take_teacher_fields, with_kwargs=True)
 
     def _take_teacher_fields(self, module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
         """Forward pre-hook: move the teacher fields of the batch out of the model's keyword arguments."""

@@ -199,3 +199,14 @@ def test_instruct_script_trains_with_the_distillation_loss(loss, weight, saved_b
     )
     assert (out / "adapter_model.safetensors").exists()
     assert seen == [(True, weight)] * 2
+
+
+def test_a_new_shine_loss_on_the_same_model_receives_the_teacher_fields(tokenizer):
+    """Training twice on one model (two Trainers) builds two losses; only the newest one may take the batch's teacher
+    fields, else it would find none."""
+    model = build_shine(vocab_size=len(tokenizer)).train()
+    ShineLoss(model, 0.5)
+    newest = ShineLoss(model, 0.5)
+    batch = ShineDataCollator(tokenizer, 128)([InstructDataset(QA, tokenizer, mode="single", teacher=True)[0]])
+    labels = batch.pop("labels")
+    assert torch.isfinite(newest(model(**batch), labels))
