@@ -3,7 +3,8 @@ stock `transformers.Trainer`, for float32 or bfloat16 autocast, a torch thread c
 `torch.compile` of the M2P.
 
     python benchmarks/recipes/throughput.py --train_file runs/data/instruct.jsonl --steps 30 --threads 2 [--bf16] \
-        [--freeze_encoder] [--compile_m2p] --target_modules down_proj --lora_rank 4 --output runs/throughput/x.json
+        [--freeze_encoder] [--compile_m2p] [--mode single] --target_modules down_proj --lora_rank 4 \
+        --output runs/throughput/x.json
 
 The first `--warmup` steps are not timed. Tokens per step count the encoded context tokens (with memory slots) and
 the answering-pass tokens, padding included (what the CPU computes). The per-step losses are kept so that two settings
@@ -67,6 +68,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora_rank", type=int, default=4)
     parser.add_argument("--meta_lora_rank", type=int, default=4)
     parser.add_argument("--m2p_layers", type=int, default=2)
+    parser.add_argument("--mode", choices=("multi", "single"), default="multi", help="questions per context item")
     parser.add_argument("--output", required=True)
 
 
@@ -85,7 +87,7 @@ def recipe_model_and_data(args: argparse.Namespace, num_records: int):
     )
     model = build_shine_model(base, tokenizer, shine)
     dataset = InstructDataset(
-        load_qa_records(args.train_file)[:num_records], tokenizer, mode="multi", curriculum_steps=1
+        load_qa_records(args.train_file)[:num_records], tokenizer, mode=args.mode, curriculum_steps=1
     )
     dataset.set_progress(args.curriculum_progress)
     return model, tokenizer, dataset
