@@ -27,6 +27,7 @@ from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from peft_shine.defaults import load_base, load_shine
+from peft_shine.evaluation import copied_share
 
 PREBUILT = "prebuilt (passed from Python)"
 
@@ -127,6 +128,16 @@ def model_info(subject: Subject, base: str, adapter: str) -> dict[str, Any]:
         "max_context_tokens": config.max_context_tokens,
         "max_position_embeddings": max_positions(model),
     }
+
+
+def mean_copied_share(items: list[dict], baseline: list[dict], indices: list[int] | None = None) -> float | None:
+    """Mean `copied_share` of prediction items (each with question, answers and prediction, as a results file holds
+    them) against the no-context items `baseline` of the same records, over `indices` (default: all); None when no
+    gold answer there has a new word. Recomputed rather than read, because older results files lack `copied`."""
+    chosen = range(len(items)) if indices is None else indices
+    shares = [copied_share(items[i], items[i]["prediction"], baseline[i]["prediction"]) for i in chosen]
+    shares = [share for share in shares if share is not None]
+    return sum(shares) / len(shares) if shares else None
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

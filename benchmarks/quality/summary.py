@@ -14,18 +14,22 @@ import argparse
 import json
 from pathlib import Path
 
+from benchmarks.common import mean_copied_share
 from benchmarks.quality.paired_gain import paired_gain
-from peft_shine.evaluation import copied_share, is_open_vocabulary, mean_with_ci
+from peft_shine.evaluation import gap_closure, is_open_vocabulary, mean_with_ci
 
 HERE = Path(__file__).resolve().parent
 SETS = ("squad_dev_sentence", "squad_dev", "babi_test", "synthetic")
 
 
-def method_items(path: Path, method: str) -> list[dict] | None:
-    """The per-item predictions of `method` in a results file, or None when the file or method is missing."""
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())["methods"].get(method, {}).get("predictions")
+def load(path: Path) -> dict | None:
+    """A results file, or None when it is missing."""
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def method_items(results: dict | None, method: str) -> list[dict] | None:
+    """The per-item predictions of `method` in `results`, or None when the file or method is missing."""
+    return None if results is None else results["methods"].get(method, {}).get("predictions")
 
 
 def cell(items: list[dict] | None, indices: list[int] | None = None) -> str:
@@ -37,31 +41,35 @@ def cell(items: list[dict] | None, indices: list[int] | None = None) -> str:
     return f"{100 * score['mean']:.1f} [{100 * score['ci_low']:.1f}, {100 * score['ci_high']:.1f}]"
 
 
-def copied(items: list[dict], none: list[dict], records: list[dict]) -> str:
+def copied(items: list[dict], none: list[dict]) -> str:
     """Mean share of the gold answers' new words that the predictions contain (`copied_share`), in percent."""
-    shares = [copied_share(r, p["prediction"], n["prediction"]) for r, p, n in zip(records, items, none)]
-    shares = [s for s in shares if s is not None]
-    return f"{100 * sum(shares) / len(shares):.1f}%" if shares else "-"
+    share = mean_copied_share(items, none)
+    return "-" if share is None else f"{100 * share:.1f}%"
+
+
+def closure(shine: list[dict], others: dict[str, list[dict] | None]) -> str:
+    """`gap_closure` of the items `shine` against `none` and the best in-prompt method among `others`."""
+    methods = {
+        name: {"f1": {"mean": sum(p["f1"] for p in items) / len(items)}} for name, items in others.items() if items
+    }
+    methods["shine"] = {"f1": {"mean": sum(p["f1"] for p in shine) / len(shine)}}
+    value = (gap_closure({"methods": methods}) or {}).get("closure")
+    return "-" if value is None else f"{100 * value:.0f}%"
 
 
 def row(name: str, candidate: Path) -> str:
     """The table row of one evaluation set."""
-    main = HERE / f"{name}.json" if (HERE / f"{name}.json").is_file() else candidate / f"{name}_default.json"
+    main, theirs = load(HERE / f"{name}.json"), load(candidate / f"{name}.json")
     none, icl, default = (method_items(main, m) for m in ("none", "icl", "shine"))
-    icl_short = method_items(HERE / "icl_short" / f"{name}.json", "icl_short") or method_items(main, "icl_short")
-    ours = method_items(candidate / f"{name}.json", "shine")
-    records = [{"question": p["question"], "answers": p["answers"]} for p in none]
-    open_ = [i for i, (r, n) in enumerate(zip(records, none)) if is_open_vocabulary(r, n["prediction"])]
-    best = max((m for m in (icl, icl_short) if m), key=lambda m: sum(p["f1"] for p in m))
-    mean = lambda items: sum(p["f1"] for p in items) / len(items)  # noqa: E731
-    closure = lambda items: (mean(items) - mean(none)) / (mean(best) - mean(none))  # noqa: E731
-    gain = paired_gain(
-        {"methods": {"shine": {"predictions": ours}}}, "shine", "", {"methods": {"shine": {"predictions": default}}}
-    )
+    icl_short = method_items(load(HERE / "icl_short" / f"{name}.json"), "icl_short") or method_items(main, "icl_short")
+    ours = method_items(theirs, "shine")
+    open_ = [i for i, item in enumerate(none) if is_open_vocabulary(item, item["prediction"])]
+    others = {"none": none, "icl": icl, "icl_short": icl_short}
+    gain = paired_gain(theirs, "shine", "", main)
     return (
         f"| {name} | {cell(none)} | {cell(icl)} | {cell(icl_short)} | {cell(default)} / open {cell(default, open_)} / "
-        f"copied {copied(default, none, records)} | {cell(ours)} / open {cell(ours, open_)} / copied "
-        f"{copied(ours, none, records)} | {100 * closure(default):.0f}% / {100 * closure(ours):.0f}% | "
+        f"copied {copied(default, none)} | {cell(ours)} / open {cell(ours, open_)} / copied "
+        f"{copied(ours, none)} | {closure(default, others)} / {closure(ours, others)} | "
         f"{gain['gain']:+.1f} [{gain['ci_low']:+.1f}, {gain['ci_high']:+.1f}] |"
     )
 

@@ -22,8 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import argparse
 import json
 
-from benchmarks.common import markdown_table
-from peft_shine.evaluation import copied_share
+from benchmarks.common import markdown_table, mean_copied_share
 
 SETS = ("squad_dev_sentence", "squad_dev", "babi_test", "synthetic")
 LABELS = {
@@ -41,13 +40,10 @@ def smoothed_final_loss(history: list[dict], last: int = 10) -> float | None:
 
 def copied_on(results: dict, method: str, indices: list[int], reference: dict | None) -> float | None:
     """Mean `copied_share` of a method's answers on some questions, against the no-context answers of `reference`."""
-    items = results["methods"][method]["predictions"]
     baseline = (reference or results)["methods"].get("none", {}).get("predictions")
     if baseline is None:
         return None
-    shares = [copied_share(items[i], items[i]["prediction"], baseline[i]["prediction"]) for i in indices]
-    shares = [share for share in shares if share is not None]
-    return sum(shares) / len(shares) if shares else None
+    return mean_copied_share(results["methods"][method]["predictions"], baseline, indices)
 
 
 def set_cells(results: dict | None, method: str, reference: dict | None = None) -> list[str]:
