@@ -62,5 +62,6 @@ def build_hypernetwork(model: nn.Module, config: ShineConfig) -> ShineHypernetwo
         lora_scale=config.lora_scale,
         stats_momentum=config.memory_stats_momentum,
         embedding_std=embeddings.detach().float().std().item(),
+        standardize=config.standardize_memory_states,
     )
     return hypernetwork.to(embeddings.device)

@@ -26,8 +26,11 @@ class _PeftTypeName(str):
 
 
 SHINE_PEFT_TYPE = _PeftTypeName("SHINE")
+REFERENCE_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""The reference's targets, in its slicing order: attention (q, k, v, o), then MLP (gate, up, down)."""
 ContextOverflow = Literal["chunk", "truncate", "error"]
 ChunkCombination = Literal["mean", "sum"]
+ContextPositionIds = Literal["mask", "arange"]
 
 
 @dataclass
@@ -67,6 +70,16 @@ class ShineConfig(PeftConfig):
         max_lora_rank: rank budget of an absorbed adapter; a longer document's concatenated adapter is compressed to
             it by a truncated SVD of each module's delta. None keeps the full rank (r per chunk).
         memory_stats_momentum: momentum of the running per-(layer, slot, dim) standardisation of memory states.
+        standardize_memory_states: standardise the memory states per (layer, slot, dim) with running statistics
+            before the M2P (default True, our addition for bases with massive activations such as SmolLM2). False
+            feeds the raw states into the M2P as the reference code does: no statistics are kept or saved.
+        context_position_ids: position ids of the context encode pass over left-padded contexts + memory: `"mask"`
+            (default: counted from the attention mask, `cumsum - 1`, as transformers does in generation; each context's
+            first real token is at position 0) or `"arange"` (0 .. T + M - 1 over the padded length, as the reference
+            code does; pad tokens are masked either way). Equal in exact arithmetic under RoPE; float rounding differs
+            by ~1e-5, so reproducing the reference bit for bit needs `"arange"`.
+
+    `ShineConfig.reference(...)` builds the configuration of the SHINE paper's released hypernetworks.
 
     Recorded from the base model when the adapter is created (checked when it is loaded again):
         base_model_type, base_hidden_size, base_num_layers, target_module_shapes ([module name relative to a decoder
@@ -103,6 +116,12 @@ class ShineConfig(PeftConfig):
     chunk_batch_size: int = field(default=8, metadata={"help": "Chunks encoded per forward pass."})
     max_lora_rank: int | None = field(default=None, metadata={"help": "Compress absorbed adapters to this rank."})
     memory_stats_momentum: float = field(default=0.01, metadata={"help": "Running standardisation momentum."})
+    standardize_memory_states: bool = field(
+        default=True, metadata={"help": "Standardise memory states before the M2P; False = the reference (raw)."}
+    )
+    context_position_ids: ContextPositionIds = field(
+        default="mask", metadata={"help": "Encode-pass position ids: 'mask' (cumsum) or 'arange' (the reference)."}
+    )
     base_model_type: str | None = field(default=None, metadata={"help": "Recorded: base model_type."})
     base_hidden_size: int | None = field(default=None, metadata={"help": "Recorded: base hidden size."})
     base_num_layers: int | None = field(default=None, metadata={"help": "Recorded: base decoder layer count."})
@@ -128,6 +147,7 @@ class ShineConfig(PeftConfig):
             raise ValueError(f"ShineConfig.lora_scale must be > 0, got {self.lora_scale}.")
         check_choice("context_overflow", self.context_overflow, "ShineConfig.")
         check_choice("chunk_combination", self.chunk_combination, "ShineConfig.")
+        check_choice("context_position_ids", self.context_position_ids, "ShineConfig.")
         if not 0 <= self.chunk_overlap_tokens < self.max_context_tokens:
             raise ValueError(
                 f"ShineConfig.chunk_overlap_tokens must be in [0, max_context_tokens), got {self.chunk_overlap_tokens}."
@@ -139,6 +159,26 @@ class ShineConfig(PeftConfig):
         if isinstance(self.exclude_modules, set):
             self.exclude_modules = sorted(self.exclude_modules)
         check_target_options(self.target_modules, self.layers_to_transform, self.layers_pattern)
+
+    @classmethod
+    def reference(
+        cls, lora_rank: int = 8, meta_lora_rank: int = 128, m2p_layers: int = 4, lora_scale: float = 1e-3, **kwargs
+    ) -> ShineConfig:
+        """The configuration of the SHINE paper's hypernetworks (MuLabPKU/SHINE, `configs/Qwen3-8B.yaml`, scripts
+        `*_8lora_128metalora*`): rank `lora_rank` on all seven projections of every decoder layer, M = r*D/H memory
+        slots, meta-LoRA rank `meta_lora_rank`, `m2p_layers` post-LN blocks of width H with H/128 heads and FFN 2H
+        (layer axis first), factors scaled by sqrt(`lora_scale`), raw memory states and the reference's position ids.
+        `kwargs` set any other field (e.g. `m2p_num_heads` for a base whose width is not a multiple of 128)."""
+        kwargs.setdefault("target_modules", list(REFERENCE_TARGET_MODULES))
+        return cls(
+            lora_rank=lora_rank,
+            meta_lora_rank=meta_lora_rank,
+            m2p_layers=m2p_layers,
+            lora_scale=lora_scale,
+            standardize_memory_states=False,
+            context_position_ids="arange",
+            **kwargs,
+        )
 
     # ----------------------------------------------------------------------------------------------------------------
     # Sizes derived from the recorded base structure.
@@ -192,7 +232,11 @@ class ShineConfig(PeftConfig):
         return config
 
 
-CHOICES = {"context_overflow": get_args(ContextOverflow), "chunk_combination": get_args(ChunkCombination)}
+CHOICES = {
+    "context_overflow": get_args(ContextOverflow),
+    "chunk_combination": get_args(ChunkCombination),
+    "context_position_ids": get_args(ContextPositionIds),
+}
 
 
 def check_choice(name: str, value: str, owner: str = "") -> None:

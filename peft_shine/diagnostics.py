@@ -25,6 +25,11 @@ def calibrate_memory_statistics(
 ) -> None:
     """Fold the memory states of `contexts` into the running standardisation statistics (training does this
     automatically; call it to give an untrained or newly targeted hypernetwork sensible statistics)."""
+    if shine.hypernetwork.standardizer is None:
+        raise ValueError(
+            "This SHINE adapter feeds raw memory states to the M2P (standardize_memory_states=False, as the reference "
+            "code): it keeps no statistics to calibrate."
+        )
     contexts = as_text_list(contexts)
     for start in range(0, len(contexts), batch_size):
         ids, mask = shine.tokenize_contexts(list(contexts[start : start + batch_size]), tokenizer)

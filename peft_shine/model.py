@@ -146,6 +146,7 @@ class ShineModel(BaseTuner):
             self.hypernetwork.memory_embeddings,
             context_input_ids,
             context_attention_mask,
+            self.shine_config.context_position_ids,
         )
 
     def forward(

@@ -26,8 +26,9 @@ from huggingface_hub import ModelCard
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..absorbed import AbsorbedContext, make_readable
+from ..absorbed import AbsorbedContext
 from ..cards import lora_card
+from ..files import make_readable
 
 MANIFEST = "corpus.json"
 INDEX = "index.jsonl"
