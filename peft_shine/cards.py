@@ -67,3 +67,38 @@ def add_hypernetwork_section(directory: str | os.PathLike, config: ShineConfig) 
             "`model.ask(question)`.\n"
         )
     card.save(path)
+
+
+PAPER = "Liu et al., SHINE: Scalable Hyper In-context NEtwork (arXiv:2602.06358, ICML 2026)"
+
+
+def reference_card(
+    config: ShineConfig, source: str, revision: str | None, trainer_state: dict | None, license: str | None
+) -> ModelCard:
+    """The card of a SHINE adapter converted from the reference code's checkpoint `source` (`reference.py`)."""
+    data = ModelCardData(
+        library_name="peft", base_model=config.base_model_name_or_path, tags=sorted(HYPERNETWORK_TAGS), license=license
+    )
+    license_text = license or "not stated in the source; see the source checkpoint's repository"
+    step = f", saved at training step {trainer_state['global_step']}" if "global_step" in (trainer_state or {}) else ""
+    body = f"""
+# SHINE hypernetwork converted from the paper's checkpoint
+
+The SHINE hypernetwork of {PAPER}, converted with peft-shine (`peft-shine convert-reference`) from the reference
+code's checkpoint `{source}`{f" (revision {revision})" if revision else ""}{step}. Reference code:
+github.com/MuLabPKU/SHINE (Apache-2.0). License of the weights: {license_text}.
+
+It reads a context with the frozen base `{config.base_model_name_or_path}` and writes a rank-{config.lora_rank} LoRA
+for {config.target_modules} of every layer in one forward pass ({config.num_memory_tokens} memory slots, meta-LoRA
+rank {config.meta_lora_rank}, {config.m2p_layers} M2P blocks, scale {config.lora_scale}; raw memory states and the
+reference's position ids, so it computes what the reference code computes).
+
+```python
+import peft_shine  # registers the SHINE adapter type with PEFT
+from peft import PeftModel
+model = PeftModel.from_pretrained(base_model, "path/to/this/folder")
+model.absorb_context(document)
+model.ask("Who signed it?")
+```
+"""
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
