@@ -6,6 +6,7 @@
     peft-shine absorb-corpus --data DOCS.jsonl[.gz]|DATASET --output DIR [--format folders|shards] [--on-error skip]
     peft-shine ask "question" (--adapter DIR | --context-file FILE) [--base B]
     peft-shine web [--base B --adapter A] [--host 127.0.0.1 --port 7860]   (needs peft-shine[web])
+    peft-shine convert-reference SRC --base BASE --output DIR   (the SHINE paper's checkpoints as PEFT adapters)
 
 Without `--base`/`--adapter` the embedded default (SmolLM2-135M-Instruct + the shipped hypernetwork) is used.
 """
@@ -195,6 +196,46 @@ def run_web(args: argparse.Namespace) -> None:
     launch(demo, limits, host=args.host, port=args.port)
 
 
+def run_convert_reference(args: argparse.Namespace) -> None:
+    from .reference import convert_reference
+
+    try:
+        config = convert_reference(
+            args.source,
+            args.base,
+            args.output,
+            revision=args.revision,
+            base_revision=args.base_revision,
+            m2p_num_heads=args.m2p_heads,
+            lora_scale=args.lora_scale,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from None
+    print(
+        f"{args.source} -> SHINE adapter in {args.output} for {args.base}: rank-{config.lora_rank} LoRA on "
+        f"{len(config.target_module_shapes)} projections x {config.base_num_layers} layers, {config.num_memory_tokens} "
+        f"memory slots, meta-LoRA rank {config.meta_lora_rank}, {config.m2p_layers} M2P blocks "
+        f"({config.m2p_num_heads} heads). Load it with `peft-shine ask --base {args.base} --adapter {args.output} "
+        "--context-file FILE` or `PeftModel.from_pretrained(base, DIR)` after `import peft_shine`."
+    )
+
+
+def add_convert_reference(commands) -> None:
+    """The `convert-reference` subcommand."""
+    convert = commands.add_parser(
+        "convert-reference",
+        help="convert a checkpoint of the SHINE reference code (e.g. Yewei-Liu/SHINE-ift_mqa_1qa) to a SHINE adapter",
+    )
+    convert.add_argument("source", help="folder with mem_tokens.pt, metanetwork.pth, metalora.pth, or a Hub repo id")
+    convert.add_argument("--base", required=True, help="the base model it was trained for (path or Hub id)")
+    convert.add_argument("--output", required=True, help="folder for the SHINE PEFT adapter (replaced if it exists)")
+    convert.add_argument("--revision", help="revision of a Hub source (branch, tag or commit)")
+    convert.add_argument("--base-revision", help="revision of a Hub base")
+    convert.add_argument("--m2p-heads", type=int, help="M2P attention heads (the files do not say; default H/128)")
+    convert.add_argument("--lora-scale", type=float, default=1e-3, help="scale s of the generated LoRA (default 1e-3)")
+    convert.set_defaults(run=run_convert_reference)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="peft-shine", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -269,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--concurrency", type=int, default=8, help="requests handled at once (the model takes turns)")
     web.set_defaults(run=run_web)
 
+    add_convert_reference(commands)
     for command in (evaluation, absorb, corpus, ask, web):
         command.add_argument("--base", help="base model path or Hub id (default: embedded SmolLM2-135M-Instruct)")
         command.add_argument("--adapter", help="SHINE adapter (ask: also an exported LoRA); default: shipped one")

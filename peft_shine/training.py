@@ -66,6 +66,12 @@ class ShineArguments:
         metadata={"help": "Comma-separated module names (e.g. 'down_proj') or 'all-linear'; default all linear."},
     )
     num_memory_tokens: int | None = field(default=None, metadata={"help": "Memory slots; default ceil(r*D/H)."})
+    standardize_memory_states: bool = field(
+        default=True, metadata={"help": "Standardise memory states before the M2P; False = the reference (raw)."}
+    )
+    context_position_ids: str = field(
+        default="mask", metadata={"help": "Encode-pass position ids: 'mask' (cumsum) or 'arange' (the reference)."}
+    )
 
     def to_config(self) -> ShineConfig:
         targets = [name.strip() for name in self.target_modules.split(",")] if self.target_modules else None
@@ -78,6 +84,8 @@ class ShineArguments:
             context_overflow=self.context_overflow,
             target_modules=targets,
             num_memory_tokens=self.num_memory_tokens,
+            standardize_memory_states=self.standardize_memory_states,
+            context_position_ids=self.context_position_ids,
         )
 
 
