@@ -25,12 +25,12 @@ demo: $(STAMP)
 	$(VENV)/bin/peft-shine demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check peft_shine tests examples benchmarks
-	$(VENV)/bin/ruff format --check peft_shine tests examples benchmarks
+	$(VENV)/bin/ruff check peft_shine tests examples benchmarks tools
+	$(VENV)/bin/ruff format --check peft_shine tests examples benchmarks tools
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format peft_shine tests examples benchmarks
-	$(VENV)/bin/ruff check --fix peft_shine tests examples benchmarks
+	$(VENV)/bin/ruff format peft_shine tests examples benchmarks tools
+	$(VENV)/bin/ruff check --fix peft_shine tests examples benchmarks tools
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

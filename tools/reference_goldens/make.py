@@ -19,7 +19,8 @@ generated LoRA (and without, to show the LoRA moves them) and greedy tokens.
 
 Environment (a separate venv; the reference forks transformers 4.57's modeling_qwen3.py):
 
-    python3 -m venv /tmp/refvenv && /tmp/refvenv/bin/pip install torch==2.13.0 transformers==4.57.1 omegaconf safetensors
+    python3 -m venv /tmp/refvenv
+    /tmp/refvenv/bin/pip install torch==2.13.0 transformers==4.57.1 omegaconf safetensors
     git clone https://github.com/MuLabPKU/SHINE /tmp/SHINE && git -C /tmp/SHINE checkout 5c3b00b
     TORCHDYNAMO_DISABLE=1 /tmp/refvenv/bin/python tools/reference_goldens/make.py --reference /tmp/SHINE \
         --output tests/fixtures/reference_qwen3_tiny
@@ -249,10 +250,9 @@ def save_base(metamodel, folder: str) -> None:
 def main() -> None:
     args = parse_args()
     sys.path.insert(0, os.path.abspath(args.reference))
+    import transformers
     from utils.myloradict import merge_loradicts
     from utils.mysaveload import load_checkpoint, save_checkpoint
-
-    import transformers
 
     metanetwork, cfg = build(args)
     metamodel = metanetwork.metamodel
