@@ -9,22 +9,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def write_folder_atomically(target: str | os.PathLike, write: Callable[[str], None], prefix: str = ".shine-") -> None:
+def write_folder_atomically(
+    target: str | os.PathLike, write: Callable[[str], None], prefix: str = ".shine-staging-"
+) -> None:
     """Call `write(staging)` to fill a temporary folder next to `target`, then move it to `target`.
 
     An interrupted write never leaves a half-written folder at `target`; an existing `target` is renamed aside first
     and deleted only once the new one is in place (restored if the move fails). The new folder gets the permissions
-    the umask allows (`make_readable`)."""
+    the umask allows (`make_readable`). `prefix` names the staging folder (".shine-replaced-" the set-aside one)."""
     target = os.fspath(target)
     parent = os.path.dirname(os.path.abspath(target))
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f"{prefix}staging-", dir=parent)
+    staging = tempfile.mkdtemp(prefix=prefix, dir=parent)
     replaced = None
     try:
         write(staging)
         make_readable(staging)
         if os.path.isdir(target):
-            replaced = tempfile.mkdtemp(prefix=f"{prefix}replaced-", dir=parent)
+            replaced = tempfile.mkdtemp(prefix=".shine-replaced-", dir=parent)
             os.replace(target, replaced)
         os.replace(staging, target)
     finally:
