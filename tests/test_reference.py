@@ -500,3 +500,29 @@ def test_training_continues_from_a_converted_checkpoint(converted, qwen3_tokeniz
     config = ShineConfig.from_pretrained(output)
     assert config.standardize_memory_states is False and config.context_position_ids == "arange"
     assert not any("standardizer" in key for key in load_file(output / "adapter_model.safetensors"))
+
+
+def test_a_hub_source_is_downloaded_and_its_checkpoint_folder_found(tmp_path, monkeypatch, qwen3_tokenizer):
+    """A Hub id goes through huggingface_hub.snapshot_download (revision passed on, only checkpoint-like files);
+    the one folder that holds the checkpoint is used, and a base with a tokenizer puts it in the adapter folder."""
+    import huggingface_hub
+
+    snapshot = tmp_path / "snapshot"
+    shutil.copytree(FIXTURE / "checkpoint", snapshot / "ift_mqa_1qa")
+    calls = []
+
+    def fake_download(repo_id, revision=None, allow_patterns=None, **kwargs):
+        calls.append((repo_id, revision, allow_patterns))
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    base = tmp_path / "base"
+    shutil.copytree(FIXTURE / "base", base)
+    qwen3_tokenizer.save_pretrained(base)
+    convert_reference("Yewei-Liu/SHINE-ift_mqa_1qa", str(base), tmp_path / "out", revision="v1", m2p_num_heads=4)
+    assert calls == [("Yewei-Liu/SHINE-ift_mqa_1qa", "v1", ["*.pt", "*.pth", "*.json", "*.md"])]
+    assert (tmp_path / "out" / "tokenizer.json").is_file()
+    assert "Yewei-Liu/SHINE-ift_mqa_1qa" in (tmp_path / "out" / "README.md").read_text()
+    shutil.copytree(FIXTURE / "checkpoint", snapshot / "another")
+    with pytest.raises(FileNotFoundError, match="should hold one reference checkpoint"):
+        convert_reference("Yewei-Liu/SHINE-ift_mqa_1qa", str(base), tmp_path / "again")
