@@ -3,7 +3,7 @@
 Every PEFT test that the run collects (`plugin.py`) has an entry per mode ("plain": no context; "context": a fixed
 context absorbed for every forward, so the adapter acts), per model where they differ:
 
-- `PASS`: it must pass (a `note` says when it passes without exercising SHINE);
+- `PASS`: it must pass (a label says when it passes without exercising SHINE);
 - `SKIP`: PEFT itself skips it for SHINE (its message must contain one of `messages`), e.g. LoRA-only tests;
 - `NA`: not applicable to SHINE: it must fail, with a message containing one of `messages`, for the reason given (a test
   that fails for another reason, or starts passing, fails the comparison).
@@ -216,14 +216,15 @@ def differences(results: list[dict[str, str]], deselected: list[str]) -> list[st
     problems, seen = [], set()
     for result in results:
         test, mode, model, outcome = result["test"], result["mode"], result["model"], result["outcome"]
-        message = " ".join(result["message"].split())[:300]
+        full = " ".join(result["message"].split())
+        message = full[:300]
         where = f"{test} [{mode}, {model}]"
         seen.add((test, mode))
         expected = expected_for(test, mode, model)
         if expected is None:
             problems.append(f"{where}: {outcome}, but the table does not list it: {message}")
         elif outcome == expected.outcome or (outcome == "passed" and expected.may_pass):
-            if outcome != "passed" and not any(text in message for text in expected.messages):
+            if outcome != "passed" and not any(text in full for text in expected.messages):
                 problems.append(
                     f"{where}: {outcome} as listed, but not for the listed reason ({expected.label}: "
                     f"{' or '.join(map(repr, expected.messages))}): {message}"
