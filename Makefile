@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test demo lint format clean
+.PHONY: setup test conformance demo lint format clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# PEFT's own shared tests over SHINE (part of `make test`; docs/peft_conformance.md)
+conformance: $(STAMP)
+	$(PY) -m pytest tests/peft_suite
 
 demo: $(STAMP)
 	$(VENV)/bin/peft-shine demo

@@ -19,10 +19,20 @@ from .structure import check_target_options
 
 class _PeftTypeName(str):
     """ "SHINE" (equal to, hashed and saved as the plain string) whose str() reads "PeftType.SHINE" like a PeftType
-    member, which is what `peft.get_model_status` parses."""
+    member, which is what `peft.get_model_status` parses, and whose `.value` and `.name` are "SHINE" as a member's."""
 
     def __str__(self) -> str:
         return f"PeftType.{str.__str__(self)}"
+
+    @property
+    def value(self) -> str:
+        """The plain name, as `PeftType.LORA.value` ("LORA"): PEFT's error paths read it (`mixed=True`, hotswap)."""
+        return str.__str__(self)
+
+    @property
+    def name(self) -> str:
+        """The plain name, as `PeftType.LORA.name`."""
+        return str.__str__(self)
 
 
 SHINE_PEFT_TYPE = _PeftTypeName("SHINE")
@@ -40,6 +50,9 @@ class ShineConfig(PeftConfig):
     Hyperparameters (set by the user):
         lora_rank: rank r of the generated LoRA on every target module.
         meta_lora_rank: rank of the trainable meta-LoRA that is active only while the context is encoded.
+        init_weights: True (default) starts the meta-LoRA's B at zero, so that an untrained adapter reads the context
+            with the base model itself (as LoRA's `init_lora_weights=True`); False leaves B random (as PEFT's
+            `init_weights=False`, used by tests that need a non-identity adapter).
         target_modules: linear projections inside the decoder layers that receive a generated LoRA, with PEFT's
             meaning: a str is a regular expression that must match a module's full name
             (`".*[.]mlp[.]down_proj"`), a list matches exact names or suffixes (`["q_proj", "mlp.down_proj"]`), `None`
@@ -89,6 +102,7 @@ class ShineConfig(PeftConfig):
 
     lora_rank: int = field(default=8, metadata={"help": "Rank of the generated LoRA."})
     meta_lora_rank: int = field(default=16, metadata={"help": "Rank of the meta-LoRA used while encoding."})
+    init_weights: bool = field(default=True, metadata={"help": "Start the meta-LoRA's B at zero (False: random)."})
     target_modules: list[str] | str | None = field(
         default=None, metadata={"help": "Decoder-layer linear modules to adapt; None = all linear projections."}
     )

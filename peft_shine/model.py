@@ -76,7 +76,12 @@ class ShineModel(BaseTuner):
 
     def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key, **kwargs):
         new_module = ShineLinear(
-            target, adapter_name, peft_config.meta_lora_rank, self.runtime, self._target_keys[current_key]
+            target,
+            adapter_name,
+            peft_config.meta_lora_rank,
+            self.runtime,
+            self._target_keys[current_key],
+            init_weights=peft_config.init_weights,
         )
         self._replace_module(parent, target_name, new_module, target)
 

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
+from transformers import PretrainedConfig
 
-from .layer import ShineRuntime
+from .layer import ShineRuntime, ShineState
 
 ALL_LINEAR = "all-linear"
 TargetModules = str | Collection[str] | None
@@ -70,7 +71,11 @@ def find_decoder_layers(
     count, else the first module list of that length (the heuristic for models without `get_decoder`).
 
     With `layers_pattern` (PEFT's option: `"layers"`, `"h"`, or a list of such names), only a module list whose own
-    name (the last component of its path) fully matches one of the patterns qualifies."""
+    name (the last component of its path) fully matches one of the patterns qualifies.
+
+    Raises TypeError for a model that is not a transformers model (no `PretrainedConfig`), ValueError when no decoder
+    layers are found."""
+    check_transformers_model(model)
     num_layers = model.config.get_text_config().num_hidden_layers
     patterns = [layers_pattern] if isinstance(layers_pattern, str) else list(layers_pattern or [])
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
@@ -87,6 +92,20 @@ def find_decoder_layers(
     raise ValueError(
         f"Could not find the decoder layers of {type(model).__name__}: no nn.ModuleList{named} of length "
         f"num_hidden_layers={num_layers}. SHINE needs a decoder-only transformers model."
+    )
+
+
+def check_transformers_model(model: nn.Module) -> None:
+    """Raise TypeError, naming what to use instead, unless `model` is a transformers model (has a `PretrainedConfig`):
+    SHINE reads contexts with the model's own decoder layers, so a plain `nn.Module` cannot hold a SHINE adapter."""
+    if isinstance(getattr(model, "config", None), PretrainedConfig):
+        return
+    raise TypeError(
+        f"SHINE needs a transformers causal language model with decoder layers (e.g. "
+        f"`AutoModelForCausalLM.from_pretrained(...)`), but got {type(model).__name__}, a torch module without a "
+        "transformers config: SHINE reads the context with the model's own decoder layers and writes a LoRA for "
+        "them. Put SHINE on a transformers causal LM, or use a weight adapter such as peft.LoraConfig for a custom "
+        "module."
     )
 
 
@@ -259,19 +278,29 @@ def resolve_targets(
     return DecoderStructure(layers_path, layers, dict(reference), None if all_layers else targeted)
 
 
-def with_state_replay(checkpoint_func, runtime: ShineRuntime):
+def with_state_replay(checkpoint_func, runtime: ShineRuntime, keys: Collection[str] = ()):
     """Wrap a layer's activation-checkpoint function so that the backward replay runs under the SHINE state the layer
-    first ran with (the state changes between the encode and answer passes of one training step)."""
+    first ran with (the state changes between the encode and answer passes of one training step).
+
+    The generated factors of the layer's modules (`keys`) go to the checkpoint as inputs, not read from the state:
+    reentrant checkpointing (`use_reentrant=True`) replays on detached inputs and hands their gradients back, so the
+    gradient reaches the hypernetwork once, through the outer graph (read from the state, the replay would run its own
+    backward through the hypernetwork and the encode pass, which the outer backward then meets freed)."""
 
     @functools.wraps(checkpoint_func)
     def checkpoint_with_state(function, *args, **kwargs):
         state = runtime.state
+        used = [key for key in keys if key in state.factors]
+        factors = [tensor for key in used for tensor in state.factors[key]]  # A, B of each key in turn
+        num_args = len(args)
 
         def replay(*inner_args, **inner_kwargs):
-            with runtime.using(state):
-                return function(*inner_args, **inner_kwargs)
+            inner_factors = inner_args[num_args:]
+            replayed = {key: (inner_factors[2 * i], inner_factors[2 * i + 1]) for i, key in enumerate(used)}
+            with runtime.using(ShineState(state.mode, {**state.factors, **replayed})):
+                return function(*inner_args[:num_args], **inner_kwargs)
 
-        return checkpoint_func(replay, *args, **kwargs)
+        return checkpoint_func(replay, *args, *factors, **kwargs)
 
     checkpoint_with_state.shine_replays_state = True
     return checkpoint_with_state
