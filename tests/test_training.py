@@ -65,6 +65,20 @@ def test_batches_without_answer_tokens_are_skipped_and_counted(tokenizer):
     assert grads and all(g is not None and not g.any() for g in grads)
 
 
+def test_a_training_loss_without_contexts_raises_instead_of_learning_nothing(tokenizer):
+    model = build_shine(vocab_size=len(tokenizer)).train()
+    ids = torch.tensor([tokenizer("Who built it? Clara Vennet")["input_ids"]])
+    with pytest.raises(ValueError, match="no context_input_ids.*ShineDataCollator.*ShineSFTTrainer"):
+        model(input_ids=ids, labels=ids)  # PyTorch would say "element 0 of tensors does not require grad"
+    loss_func = ShineLoss(model)  # the Trainer pops the labels before the forward when a loss function is given
+    with pytest.raises(ValueError, match="batch had labels and no context_input_ids"):
+        loss_func(model(input_ids=ids), ids)
+    assert loss_func(model(input_ids=ids, context_input_ids=ids), ids).requires_grad
+    with torch.no_grad():  # the base model's loss stays available outside training
+        no_grad = model(input_ids=ids, labels=ids).loss
+    assert torch.equal(model.eval()(input_ids=ids, labels=ids).loss, no_grad)
+
+
 def test_shine_loss_cross_entropy_equals_the_base_models_own_loss(tokenizer):
     model = build_shine(vocab_size=len(tokenizer)).train()
     batch = ShineDataCollator(tokenizer, 64)([InstructDataset(QA, tokenizer, mode="single")[i] for i in range(3)])
