@@ -37,6 +37,8 @@ class AbsorbedContext:
             "model.layers.3.self_attn.q_proj"), used for export.
         context_token_counts: tokens of each context that were encoded (memory tokens not counted).
         base_model_name_or_path: the base model the adapter was generated for (written to the exported config).
+        base_model_weights: which weights of that base, when its name alone does not say (e.g. peft-shine's embedded
+            copy of the default, `defaults.EMBEDDED_WEIGHTS`); written to the exported model card.
         num_chunks: encoder passes (chunks) behind each context's adapter.
         ranks: rank of each context's adapter; `factors` are zero-padded to the largest (padding adds nothing).
         compression_error: relative Frobenius error ||D - D_k|| / ||D|| over all modules when the adapter was
@@ -47,6 +49,7 @@ class AbsorbedContext:
     module_paths: dict[str, str]
     context_token_counts: list[int]
     base_model_name_or_path: str | None = None
+    base_model_weights: str | None = None
     num_chunks: list[int] | None = None
     ranks: list[int] | None = None
     compression_error: float | None = None
@@ -95,6 +98,7 @@ class AbsorbedContext:
             module_paths=parts[0].module_paths,
             context_token_counts=[sum(sum(part.context_token_counts) for part in parts)],
             base_model_name_or_path=parts[0].base_model_name_or_path,
+            base_model_weights=parts[0].base_model_weights,
             num_chunks=[sum(sum(part.num_chunks) for part in parts)],
         )
 
@@ -130,6 +134,7 @@ class AbsorbedContext:
             module_paths=self.module_paths,
             context_token_counts=[self.context_token_counts[index]],
             base_model_name_or_path=self.base_model_name_or_path,
+            base_model_weights=self.base_model_weights,
             num_chunks=[self.num_chunks[index]],
             compression_error=self.compression_error,
         )
@@ -144,6 +149,7 @@ class AbsorbedContext:
             module_paths=self.module_paths,
             context_token_counts=[self.context_token_counts[i] for i in indices],
             base_model_name_or_path=self.base_model_name_or_path,
+            base_model_weights=self.base_model_weights,
             num_chunks=[self.num_chunks[i] for i in indices],
             ranks=[self.ranks[i] for i in indices],
             compression_error=self.compression_error,
@@ -182,6 +188,7 @@ class AbsorbedContext:
             module_paths=self.module_paths,
             context_token_counts=self.context_token_counts,
             base_model_name_or_path=self.base_model_name_or_path,
+            base_model_weights=self.base_model_weights,
             num_chunks=self.num_chunks,
             compression_error=(error / norm) ** 0.5 if norm > 0 else 0.0,
         )

@@ -145,7 +145,7 @@ def run_absorb_corpus(args: argparse.Namespace) -> None:
             shard_size=args.shard_size,
             max_rank=args.max_rank,
             on_error=args.on_error,
-            base_model=args.base_model or (f"HuggingFaceTB/{DEFAULT_MODEL_NAME}" if args.base is None else None),
+            base_model=args.base_model,
             adapter_name="peft-shine default hypernetwork" if default else args.adapter or "peft-shine default",
         )
     except (ValueError, FileNotFoundError) as error:

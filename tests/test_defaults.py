@@ -16,11 +16,15 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from peft_shine import defaults
 from peft_shine.defaults import (
+    DEFAULT_HUB_ID,
     DEFAULT_MODEL_NAME,
+    EMBEDDED_WEIGHTS,
     DefaultModelNotInstalledError,
     default_cache_dir,
     default_gguf_path,
+    load_base,
     load_default_base,
+    pretrained_source,
 )
 from tests.helpers import build_model
 
@@ -77,7 +81,8 @@ def test_first_call_converts_into_safetensors_cache(converted):
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= files
     assert not [name for name in files if name.endswith((".bin", ".pt", ".pth"))]
     assert [p.name for p in converted.cache.iterdir()] == [DEFAULT_MODEL_NAME]  # no temp folder left behind
-    assert converted.model.name_or_path == str(model_dir)
+    assert converted.model.name_or_path == converted.model.config.name_or_path == DEFAULT_HUB_ID  # portable name
+    assert converted.model.config.peft_shine_base_weights == EMBEDDED_WEIGHTS
     assert not converted.model.training
     assert not getattr(converted.model, "is_quantized", False)
     assert not hasattr(converted.model.config, "quantization_config")
@@ -118,7 +123,7 @@ def test_model_shape(converted):
 
 
 def test_tokenizer_has_chatml_template_and_matches_gguf(converted):
-    tokenizer = AutoTokenizer.from_pretrained(converted.model.name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(pretrained_source(converted.model.name_or_path))  # offline: embedded
     assert tokenizer.chat_template == converted.gguf_tokenizer.chat_template
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": "Hello!"}], tokenize=False, add_generation_prompt=True
@@ -199,3 +204,47 @@ def test_core_import_needs_neither_gguf_nor_the_training_data_code():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_default_hub_id_finds_the_embedded_copy_offline_and_means_the_hub_online(converted, monkeypatch):
+    from huggingface_hub import constants
+
+    from peft_shine.generation import base_tokenizer
+
+    monkeypatch.setattr(defaults, "_convert_from_gguf", refuse)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(converted.cache / "empty-hub-cache"))
+    assert pretrained_source(DEFAULT_HUB_ID) == str(converted.cache / DEFAULT_MODEL_NAME)
+    model, _ = load_base(DEFAULT_HUB_ID)  # before: OSError, "couldn't connect to 'https://huggingface.co'"
+    assert model.name_or_path == DEFAULT_HUB_ID
+    torch.testing.assert_close(logits(model, converted.tokenizer), logits(converted.model, converted.tokenizer))
+    assert base_tokenizer(model).chat_template == converted.tokenizer.chat_template
+    assert pretrained_source("someone/else") == "someone/else"
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert pretrained_source(DEFAULT_HUB_ID) == DEFAULT_HUB_ID  # online the id means the Hub's own weights
+
+
+def test_adapters_made_on_the_default_name_its_hub_id_and_weights_not_a_cache_path(converted, tmp_path):
+    import json
+
+    from huggingface_hub import ModelCard
+    from peft import get_peft_model
+
+    from peft_shine import ShineConfig
+
+    base, tokenizer = load_default_base()
+    config = ShineConfig(target_modules=["down_proj"], lora_rank=1, meta_lora_rank=1, m2p_layers=2)
+    model = get_peft_model(base, config)
+    model.save_pretrained(tmp_path / "shine")
+    absorbed = model.base_model.absorb_context("The report was signed by Ingrid Solberg.", tokenizer)
+    absorbed.save_pretrained(tmp_path / "lora")
+    for folder in ("shine", "lora"):
+        saved = json.loads((tmp_path / folder / "adapter_config.json").read_text())
+        card = ModelCard.load(tmp_path / folder / "README.md")
+        assert saved["base_model_name_or_path"] == card.data.base_model == DEFAULT_HUB_ID
+        assert EMBEDDED_WEIGHTS in card.text  # which weights exactly
+        files = " ".join(path.read_text(errors="ignore") for path in (tmp_path / folder).iterdir())
+        assert str(converted.cache) not in files and str(default_cache_dir()) not in files
+    assert (
+        json.loads((tmp_path / "shine" / "adapter_config.json").read_text())["base_model_weights"] == EMBEDDED_WEIGHTS
+    )

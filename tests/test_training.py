@@ -143,6 +143,17 @@ def test_callback_stops_and_saves_after_max_train_minutes():
         ShineTrainingCallback(None, max_train_minutes=0)
 
 
+def test_the_trainers_saved_adapter_has_a_shine_card_not_pefts_template(tokenizer, tmp_path):
+    from huggingface_hub import ModelCard
+
+    trainer, _ = train(tokenizer, tmp_path, steps=1)
+    trainer.train()
+    trainer.save_model(str(tmp_path / "adapter"))
+    card = ModelCard.load(tmp_path / "adapter" / "README.md")
+    assert "Model Card for Model ID" not in card.text and card.text.lstrip().startswith("# SHINE hypernetwork")
+    assert card.text.index("import peft_shine") < card.text.index("PeftModel.from_pretrained")
+
+
 def test_training_arguments_must_keep_context_columns(tmp_path):
     with pytest.raises(ValueError, match="remove_unused_columns=False"):
         check_training_arguments(TrainingArguments(output_dir=str(tmp_path), report_to="none"))
