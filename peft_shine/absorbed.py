@@ -26,6 +26,14 @@ from .composition import (
 from .hypernetwork import LoraFactors
 
 
+def _brief(values: Sequence[int], shown: int = 6) -> str:
+    """A list for a one-line summary: whole when short, else its first and last items and its length."""
+    if len(values) <= shown:
+        return str(list(values))
+    head = ", ".join(str(v) for v in values[: shown - 1])
+    return f"[{head}, ..., {values[-1]}] ({len(values)} values)"
+
+
 @dataclass
 class AbsorbedContext:
     """Generated LoRA factors for a batch of contexts.
@@ -118,6 +126,16 @@ class AbsorbedContext:
 
     def __len__(self) -> int:
         return len(self.context_token_counts)
+
+    def __repr__(self) -> str:
+        """One line, no tensors: contexts, rank(s), tokens and chunks per context, compression, modules, base."""
+        a, _ = next(iter(self.factors.values()))
+        compressed = "no" if self.compression_error is None else f"relative error {self.compression_error:.3g}"
+        return (
+            f"AbsorbedContext(contexts={len(self)}, rank={self.rank}, ranks={_brief(self.ranks)}, "
+            f"tokens={_brief(self.context_token_counts)}, chunks={_brief(self.num_chunks)}, compressed={compressed}, "
+            f"modules={len(self.factors)}, base={self.base_model_name_or_path!r}, dtype={a.dtype}, device={a.device})"
+        )
 
     @property
     def rank(self) -> int:
