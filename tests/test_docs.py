@@ -1,0 +1,72 @@
+"""Code blocks of README.md and docs/training.md run as written (extracted from the Markdown, so they cannot rot),
+offline, on the embedded default base, in a scratch folder."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftModel
+
+from peft_shine.defaults import DEFAULT_GGUF_PACKAGE, DEFAULT_HUB_ID, embedded_model_dir
+from peft_shine.layer import ShineLinear
+from tests.helpers import ROOT
+
+needs_default_base = pytest.mark.skipif(
+    find_spec(DEFAULT_GGUF_PACKAGE) is None and not (embedded_model_dir() / "model.safetensors").is_file(),
+    reason="needs the embedded default base (make setup)",
+)
+
+
+def python_block(markdown: Path, heading: str, index: int = 0) -> str:
+    """The `index`-th ```python block of the section of `markdown` that starts with the line `heading`."""
+    text = markdown.read_text(encoding="utf-8")
+    start = text.index(f"\n{heading}\n")
+    level = heading.split(" ")[0]
+    following = re.search(rf"\n{level} ", text[start + len(heading) + 2 :])
+    section = text[start : start + len(heading) + 2 + following.start()] if following else text[start:]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    return blocks[index]
+
+
+def short_answers(monkeypatch, tokens: int = 4) -> None:
+    """Cap `ask` at a few new tokens: the blocks are checked for running, not for what an untrained model says."""
+    from peft_shine import model as model_module
+
+    real = model_module.generate_answers
+    monkeypatch.setattr(
+        model_module, "generate_answers", lambda m, t, q, n=64, **kw: real(m, t, q, min(n, tokens), **kw)
+    )
+
+
+def run_block(code: str, where: str) -> dict:
+    """Execute a documentation block in a fresh namespace; returns the namespace."""
+    namespace: dict = {"__name__": "__docs__"}
+    exec(compile(code, where, "exec"), namespace)
+    return namespace
+
+
+@needs_default_base
+def test_readme_use_block_runs_offline_without_reusing_a_changed_base(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("report.txt").write_text("The annual report was signed by the director, Ingrid Solberg, in May.\n")
+    torch.manual_seed(0)
+    short_answers(monkeypatch)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        namespace = run_block(python_block(ROOT / "README.md", "## Use"), "README.md, ## Use")
+    assert not [w for w in caught if "missing adapter keys" in str(w.message)]  # before: ~400 keys listed
+    model = namespace["model"]
+    assert isinstance(model, PeftModel) and not isinstance(model.get_base_model(), PeftModel)
+    inner = [m for m in model.get_base_model().modules() if isinstance(m, ShineLinear)]
+    assert inner and all(not isinstance(m.base_layer, ShineLinear) for m in inner)  # one SHINE layer per target
+    saved = json.loads(Path("shine-smollm2/adapter_config.json").read_text())
+    assert saved["base_model_name_or_path"] == DEFAULT_HUB_ID
+    assert json.loads(Path("report-lora/adapter_config.json").read_text())["peft_type"] == "LORA"
+    printed = capsys.readouterr().out
+    assert "trainable params" in printed and "AbsorbedContext(contexts=1, rank=8" in printed
