@@ -23,6 +23,7 @@ from peft_shine.training import (
     ScheduleArguments,
     ShineArguments,
     build_shine_model,
+    check_context_lengths,
     split_paths,
     train_and_save,
 )
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> None:
         InstructDataset(load_qa_records(data_args.eval_file), tokenizer, **options) if data_args.eval_file else None
     )
     config = model.peft_config[model.active_adapter]
+    check_context_lengths(train_dataset.evidence_token_counts(), config)  # now, not at the first batch
+    if eval_dataset is not None:
+        check_context_lengths(eval_dataset.evidence_token_counts(), config, "evaluation")
     collator = ShineDataCollator(tokenizer, config.max_context_tokens, config.context_overflow)
     train_and_save(
         model,

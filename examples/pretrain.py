@@ -21,6 +21,7 @@ from peft_shine.training import (
     ScheduleArguments,
     ShineArguments,
     build_shine_model,
+    check_context_lengths,
     split_paths,
     train_and_save,
 )
@@ -46,13 +47,17 @@ def main(argv: list[str] | None = None) -> None:
         texts = load_texts(sources, data_args.text_field, data_args.split_paragraphs)[: data_args.max_train_samples]
         return PretrainDataset(texts, tokenizer, seed=training_args.seed, pack_tokens=data_args.pack_tokens)
 
+    train_dataset = dataset(split_paths(data_args.train_file))
     eval_dataset = dataset([data_args.eval_file]) if data_args.eval_file else None
     config = model.peft_config[model.active_adapter]
+    check_context_lengths(train_dataset.evidence_token_counts(), config)  # now, not at the first batch
+    if eval_dataset is not None:
+        check_context_lengths(eval_dataset.evidence_token_counts(), config, "evaluation")
     collator = ShineDataCollator(tokenizer, config.max_context_tokens, config.context_overflow)
     train_and_save(
         model,
         training_args,
-        dataset(split_paths(data_args.train_file)),
+        train_dataset,
         collator,
         eval_dataset,
         schedule_args.freeze_encoder_steps,

@@ -23,7 +23,7 @@ import torch
 from peft import PeftConfig, PeftModel
 from tqdm.auto import tqdm
 
-from .defaults import DEFAULT_ADAPTER_DIR, DEFAULT_MODEL_NAME, load_base, load_default, load_shine
+from .defaults import DEFAULT_ADAPTER_DIR, load_base, load_default, load_shine
 from .evaluation import evaluate, generate_answers, load_eval_records, markdown_table, save_results
 from .tokenization import ICL_TEMPLATE
 

@@ -39,7 +39,7 @@ from .model import ShineModel
 from .objective import ShineLoss
 from .padding import IGNORE_INDEX
 from .tokenization import encode_plain
-from .training import ShineTrainingCallback
+from .training import ShineTrainingCallback, check_context_lengths
 
 CURRICULUM_COLUMNS = ("messages", "prompt", "completion", "supporting_facts")
 """Columns the curriculum reads besides the context: the answers (assistant turns or completion) and bAbI facts."""
@@ -182,8 +182,18 @@ class ShineSFTTrainer(SFTTrainer):
                 curriculum_steps,
                 self.args.seed,
             )
+        self._check_context_lengths(tuner.shine_config)
         curriculum = self.data_collator if curriculum_steps else None
         self.add_callback(ShineTrainingCallback(curriculum, freeze_encoder_steps, max_train_minutes, self.shine_loss))
+
+    def _check_context_lengths(self, config) -> None:
+        """Contexts longer than `max_context_tokens` fail (or warn, under "truncate") now, not at their batch."""
+        evaluated = self.eval_dataset if isinstance(self.eval_dataset, dict) else {"evaluation": self.eval_dataset}
+        for what, dataset in {"training": self.train_dataset, **evaluated}.items():
+            if dataset is not None and hasattr(dataset, "__len__") and self.context_column in dataset.column_names:
+                contexts = [text if isinstance(text, str) else "" for text in dataset[self.context_column]]
+                counts = [len(ids) for ids in encode_plain(self._tokenizer, contexts)]
+                check_context_lengths(counts, config, what)
 
     def _set_signature_columns_if_needed(self) -> None:
         """Keep the context column (and what the curriculum reads) when `remove_unused_columns=True`."""

@@ -167,6 +167,13 @@ def test_shine_sft_trainer_refuses_what_would_separate_rows_from_contexts(tokeni
             train_dataset=Dataset.from_list(rows("messages")),
             processing_class=tokenizer,
         )
+    with pytest.raises(ValueError, match="4 of 4 training items have a context longer than max_context_tokens=3"):
+        ShineSFTTrainer(
+            build_shine(vocab_size=len(tokenizer), max_context_tokens=3).train(),
+            args=sft_args(tmp_path),
+            train_dataset=Dataset.from_list(rows("messages")),
+            processing_class=tokenizer,
+        )
     with pytest.raises(TypeError, match="trains a SHINE model"):
         ShineSFTTrainer(
             build_model(vocab_size=len(tokenizer)),

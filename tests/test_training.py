@@ -223,6 +223,43 @@ def test_example_scripts_run_end_to_end(script, saved_base, tmp_path, monkeypatc
         assert (tmp_path / "stage2" / "adapter_model.safetensors").exists()
 
 
+def instruct_args(saved_base, data, out, *extra: str) -> list[str]:
+    """examples/instruct.py arguments for a one-step CPU run of the tiny model."""
+    common = ["--model_name_or_path", str(saved_base), "--train_file", str(data), "--output_dir", str(out)]
+    run = ["--max_steps", "1", "--per_device_train_batch_size", "2", "--report_to", "none", "--use_cpu", "true"]
+    return [*common, *run, "--save_strategy", "no", *extra]
+
+
+def test_continuing_from_an_adapter_applies_the_context_options(saved_base, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import instruct
+
+    data = write_jsonl(tmp_path / "qa.jsonl", QA)
+    instruct.main(instruct_args(saved_base, data, tmp_path / "stage1", "--lora_rank", "2", "--m2p_layers", "2"))
+    assert json.loads((tmp_path / "stage1" / "adapter_config.json").read_text())["max_context_tokens"] == 1024
+    stage2 = ["--adapter_name_or_path", str(tmp_path / "stage1"), "--max_context_tokens", "6"]
+    with pytest.raises(ValueError, match="4 of 4 training items .* longer than max_context_tokens=6"):
+        instruct.main(instruct_args(saved_base, data, tmp_path / "stage2", *stage2))  # before: options ignored
+    assert not (tmp_path / "stage2").exists()  # checked when the data is loaded, before the Trainer starts
+    with pytest.warns(UserWarning, match="4 of 4 training items .*='truncate' keeps their first 6 tokens"):
+        instruct.main(instruct_args(saved_base, data, tmp_path / "stage2", *stage2, "--context_overflow", "truncate"))
+    saved = json.loads((tmp_path / "stage2" / "adapter_config.json").read_text())
+    assert (saved["max_context_tokens"], saved["context_overflow"], saved["lora_rank"]) == (6, "truncate", 2)
+    with pytest.raises(ValueError, match="--lora_rank cannot change the SHINE adapter"):
+        instruct.main(instruct_args(saved_base, data, tmp_path / "stage3", *stage2, "--lora_rank", "4"))
+
+
+def test_evidence_token_counts_bound_every_context_the_collator_sees(tokenizer):
+    records = [*QA, {**QA[0], "context": QA[0]["context"] * 3, "question": "Again?"}]
+    dataset = InstructDataset(records, tokenizer, mode="single", num_distractors=2, curriculum_steps=4)
+    bounds = dataset.evidence_token_counts()
+    lengths = [len(tokenizer(r["context"], add_special_tokens=False)["input_ids"]) for r in records]
+    assert bounds[0] > lengths[0] + sorted(lengths)[-2]  # gold + the two longest others + separators
+    for progress in (0.0, 0.5, 1.0):
+        dataset.set_progress(progress)
+        assert all(len(dataset[i]["context_input_ids"]) <= bound for i, bound in enumerate(bounds))
+
+
 def test_torchrun_two_processes_keep_every_trainable_tensor_identical(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = [
