@@ -70,3 +70,33 @@ def test_readme_use_block_runs_offline_without_reusing_a_changed_base(tmp_path, 
     assert json.loads(Path("report-lora/adapter_config.json").read_text())["peft_type"] == "LORA"
     printed = capsys.readouterr().out
     assert "trainable params" in printed and "AbsorbedContext(contexts=1, rank=8" in printed
+
+
+LOADERS = ("PeftModel.from_pretrained(", "AutoPeftModelForCausalLM.from_pretrained(", "PeftConfig.from_pretrained(")
+
+
+@pytest.mark.parametrize("page", ["README.md", *sorted(p.name for p in (ROOT / "docs").glob("*.md"))])
+def test_every_page_imports_peft_shine_before_it_loads_an_adapter(page):
+    """Without `import peft_shine` PEFT cannot load a SHINE adapter (KeyError: 'SHINE'), so in each page the code
+    imports it before the first line that loads an adapter."""
+    path = ROOT / page if page == "README.md" else ROOT / "docs" / page
+    code = "\n".join(re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S))
+    loads = [code.index(loader) for loader in LOADERS if loader in code]
+    if loads:
+        imports = [m.start() for m in re.finditer(r"^(import peft_shine|from peft_shine[ .])", code, flags=re.M)]
+        assert imports and imports[0] < min(loads), f"{page}: a block loads an adapter before importing peft_shine"
+
+
+def test_loading_without_the_import_fails_as_docs_errors_md_says(shine_adapter, saved_base):
+    import subprocess
+    import sys
+
+    code = (
+        "from peft import PeftModel; from transformers import AutoModelForCausalLM; "
+        f"PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({str(saved_base)!r}), {str(shine_adapter)!r})"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1"})
+    error = result.stderr.strip().splitlines()[-1]
+    assert error == "KeyError: 'SHINE'"  # PEFT's own error; peft_shine cannot hook PEFT before it is imported
+    row = next(line for line in (ROOT / "docs" / "errors.md").read_text().splitlines() if f"`{error}`" in line)
+    assert "import peft_shine" in row
