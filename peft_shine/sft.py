@@ -39,7 +39,7 @@ from .model import ShineModel
 from .objective import ShineLoss
 from .padding import IGNORE_INDEX
 from .tokenization import encode_plain
-from .training import ShineTrainingCallback, check_context_lengths
+from .training import ShineTrainingCallback, check_context_lengths, pin_memory_for_device
 
 CURRICULUM_COLUMNS = ("messages", "prompt", "completion", "supporting_facts")
 """Columns the curriculum reads besides the context: the answers (assistant turns or completion) and bAbI facts."""
@@ -159,6 +159,8 @@ class ShineSFTTrainer(SFTTrainer):
         **kwargs: Any,
     ) -> None:
         _check_sft_options(args, kwargs)
+        if args is not None:
+            pin_memory_for_device(args)
         for name, dataset in _datasets(kwargs).items():
             _check_context_column(dataset, context_column, name)
         self.context_column = context_column

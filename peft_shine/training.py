@@ -243,6 +243,13 @@ def check_training_arguments(args: TrainingArguments) -> None:
         )
 
 
+def pin_memory_for_device(args: TrainingArguments) -> None:
+    """Pin batch memory only when training on an accelerator: on a CPU-only run pinning does nothing and PyTorch's
+    DataLoader warns on every run ("'pin_memory' argument is set as true but no accelerator is found")."""
+    if args.dataloader_pin_memory and args.device.type == "cpu":
+        args.dataloader_pin_memory = False
+
+
 def train_and_save(
     model: PeftModel,
     training_args: TrainingArguments,
@@ -256,6 +263,7 @@ def train_and_save(
     """Train with a stock `Trainer` (loss: `ShineLoss(model, distill_weight)` as its `compute_loss_func`), save the
     adapter (+ tokenizer) and `trainer_state.json` to `output_dir`, push if asked."""
     check_training_arguments(training_args)
+    pin_memory_for_device(training_args)
     loss = ShineLoss(model, distill_weight)
     trainer = Trainer(
         model=model,

@@ -249,6 +249,25 @@ def test_continuing_from_an_adapter_applies_the_context_options(saved_base, tmp_
         instruct.main(instruct_args(saved_base, data, tmp_path / "stage3", *stage2, "--lora_rank", "4"))
 
 
+def test_a_cpu_run_of_the_example_script_pins_no_memory_and_warns_nothing_of_ours(saved_base, tmp_path, monkeypatch):
+    import warnings
+
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import instruct
+
+    data = write_jsonl(tmp_path / "qa.jsonl", QA)
+    args = instruct_args(saved_base, data, tmp_path / "run", "--lora_rank", "2", "--m2p_layers", "2")
+    args.remove("--use_cpu")
+    args.remove("true")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        instruct.main(args)  # no GPU here: PyTorch warned about pin_memory on every run
+    texts = [f"{w.category.__name__}: {w.message}" for w in caught]
+    assert not [t for t in texts if "pin_memory" in t]
+    assert not [t for t in texts if "gradient_checkpointing" in t and "is_gradient_checkpointing" not in t]
+    assert all("is_gradient_checkpointing" in t for t in texts), texts  # PEFT's own call, upstream (docs/errors.md)
+
+
 def test_evidence_token_counts_bound_every_context_the_collator_sees(tokenizer):
     records = [*QA, {**QA[0], "context": QA[0]["context"] * 3, "question": "Again?"}]
     dataset = InstructDataset(records, tokenizer, mode="single", num_distractors=2, curriculum_steps=4)
