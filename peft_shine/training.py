@@ -21,6 +21,7 @@ from transformers import (
 from .config import ShineConfig, check_choice
 from .defaults import shine_model
 from .objective import ShineLoss
+from .sources import Sources, load_dataset_source
 
 
 @dataclass
@@ -37,7 +38,8 @@ class ModelArguments:
 
 @dataclass
 class DataFileArguments:
-    """Data files shared by the example scripts (each script subclasses it with its own options)."""
+    """Training data shared by the example scripts (each script subclasses it with its own options): files, or a
+    dataset by name as in transformers' example scripts."""
 
     train_file: list[str] = field(
         default=None,
@@ -48,7 +50,35 @@ class DataFileArguments:
         },
     )
     eval_file: str | None = field(default=None, metadata={"help": "Evaluation data file (evaluation loss)."})
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Instead of --train_file: a Hub dataset id or a Dataset.save_to_disk folder."},
+    )
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "The configuration of the Hub dataset --dataset_name (if it has several)."}
+    )
+    train_split: str = field(default="train", metadata={"help": "Split of --dataset_name to train on."})
+    eval_split: str | None = field(
+        default=None, metadata={"help": "Split of --dataset_name for the evaluation loss (e.g. validation)."}
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training items."})
+
+    def sources(self) -> tuple[Sources, Sources | None]:
+        """(training source, evaluation source or None): the files, or the splits of `--dataset_name` (a
+        `datasets.Dataset` each). Raises ValueError unless exactly one of --train_file / --dataset_name is given."""
+        if bool(self.train_file) == bool(self.dataset_name):
+            given = "both" if self.train_file else "neither"
+            raise ValueError(
+                f"Give the training data with --train_file FILE(S) or with --dataset_name NAME (a Hub dataset id or a "
+                f"Dataset.save_to_disk folder); {given} was given."
+            )
+        if not self.dataset_name:
+            return split_paths(self.train_file), self.eval_file
+
+        def split(name: str):
+            return load_dataset_source(self.dataset_name, self.dataset_config_name, name)
+
+        return split(self.train_split), split(self.eval_split) if self.eval_split else self.eval_file
 
 
 NEW_ADAPTER_DEFAULTS = {"lora_rank": 8, "meta_lora_rank": 16, "m2p_layers": 4, "max_context_tokens": 1024}

@@ -100,3 +100,25 @@ def test_loading_without_the_import_fails_as_docs_errors_md_says(shine_adapter, 
     assert error == "KeyError: 'SHINE'"  # PEFT's own error; peft_shine cannot hook PEFT before it is imported
     row = next(line for line in (ROOT / "docs" / "errors.md").read_text().splitlines() if f"`{error}`" in line)
     assert "import peft_shine" in row
+
+
+@needs_default_base
+def test_training_md_own_script_block_trains_and_saves(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace = run_block(python_block(ROOT / "docs" / "training.md", "## In your own script"), "training.md, script")
+    trainer = namespace["trainer"]
+    assert trainer.state.global_step == 2 and [e for e in trainer.state.log_history if "skipped_no_answer_tokens" in e]
+    assert namespace["train_dataset"].progress == pytest.approx(1 / 100)  # the callback drove the curriculum
+    saved = json.loads(Path("runs/shine/adapter_config.json").read_text())
+    assert saved["peft_type"] == "SHINE" and saved["base_model_name_or_path"] == DEFAULT_HUB_ID
+    assert Path("runs/shine/tokenizer.json").is_file()
+
+
+@needs_default_base
+def test_training_md_trl_block_trains_and_saves(tmp_path, monkeypatch):
+    pytest.importorskip("trl", reason="needs the trl extra")
+    monkeypatch.chdir(tmp_path)
+    namespace = run_block(python_block(ROOT / "docs" / "training.md", "## With TRL's `SFTTrainer`"), "training.md, TRL")
+    logs = [entry for entry in namespace["trainer"].state.log_history if "loss" in entry]
+    assert logs and all(entry["grad_norm"] > 0 for entry in logs)
+    assert json.loads(Path("runs/sft/adapter_config.json").read_text())["peft_type"] == "SHINE"

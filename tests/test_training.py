@@ -268,6 +268,90 @@ def test_a_cpu_run_of_the_example_script_pins_no_memory_and_warns_nothing_of_our
     assert all("is_gradient_checkpointing" in t for t in texts), texts  # PEFT's own call, upstream (docs/errors.md)
 
 
+def test_example_scripts_take_a_dataset_by_name_like_transformers_scripts(saved_base, tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import instruct
+    import pretrain
+
+    squad_like = [{**r, "answers": {"text": r["answers"], "answer_start": [0]}} for r in QA]  # the Hub's SQuAD form
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(squad_like), "validation": datasets.Dataset.from_list(squad_like[:2])}
+    ).save_to_disk(tmp_path / "squad")
+    args = instruct_args(saved_base, "unused", tmp_path / "out", "--lora_rank", "2", "--m2p_layers", "2")
+    by_name = [a for a in args if a not in ("--train_file", "unused")]
+    instruct.main([*by_name, "--dataset_name", str(tmp_path / "squad"), "--eval_split", "validation"])
+    assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+    datasets.Dataset.from_list([{"text": r["context"]} for r in QA]).save_to_disk(tmp_path / "texts")
+    pretrain.main([*by_name, "--dataset_name", str(tmp_path / "texts"), "--output_dir", str(tmp_path / "pre")])
+    assert (tmp_path / "pre" / "adapter_model.safetensors").is_file()
+    with pytest.raises(ValueError, match="--train_file FILE.* or with --dataset_name .*; both was given"):
+        instruct.main([*args, "--dataset_name", str(tmp_path / "squad")])
+    with pytest.raises(ValueError, match="neither was given"):
+        instruct.main(by_name)
+    with pytest.raises(FileNotFoundError, match="not a `datasets` folder"):
+        instruct.main([*by_name, "--dataset_name", str(tmp_path / "no-such-folder")])
+
+
+def test_prepare_data_reads_squad_and_babi_as_published(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "examples" / "default_model"))
+    import prepare_data
+
+    official = {
+        "data": [
+            {
+                "title": "Lighthouse",
+                "paragraphs": [
+                    {
+                        "context": QA[0]["context"],
+                        "qas": [
+                            {
+                                "id": "q1",
+                                "question": "Who built it?",
+                                "answers": [{"text": "Clara Vennet", "answer_start": 36}] * 2,
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
+    (tmp_path / "train-v1.1.json").write_text(json.dumps(official))
+    squad = prepare_data.squad_records(str(tmp_path / "train-v1.1.json"))
+    assert squad == [
+        {
+            "source": "squad-v1.1/train",
+            "context": QA[0]["context"],
+            "question": "Who built it?",
+            "answers": ["Clara Vennet"],
+            "id": "q1",
+            "title": "Lighthouse",
+        }
+    ]
+    babi = tmp_path / "en"
+    babi.mkdir()
+    (babi / "qa1_single-supporting-fact_train.txt").write_text(
+        "1 Mary moved to the bathroom.\n2 John went to the hallway.\n3 Where is Mary? \tbathroom\t1\n"
+        "4 Daniel went back to the hallway.\n5 Where is Daniel? \thallway\t4\n"
+        "1 Sandra left.\n2 Where is Sandra?\tout\t1\n"
+    )
+    (babi / "qa1_single-supporting-fact_test.txt").write_text("1 Not read.\n")
+    records = prepare_data.babi_records(str(babi))
+    assert [(r["context"], r["question"], r["answers"], r["supporting_facts"]) for r in records] == [
+        ("Mary moved to the bathroom.\nJohn went to the hallway.", "Where is Mary?", ["bathroom"], [0]),
+        (
+            "Mary moved to the bathroom.\nJohn went to the hallway.\nDaniel went back to the hallway.",
+            "Where is Daniel?",
+            ["hallway"],
+            [2],
+        ),
+        ("Sandra left.", "Where is Sandra?", ["out"], [0]),
+    ]
+    assert records[0]["id"] == "babi-en-qa1-train-s0000-l03" and records[0]["task"] == 1  # as in shared/data
+    write_jsonl(tmp_path / "babi.jsonl", records)
+    assert prepare_data.babi_records(str(tmp_path / "babi.jsonl")) == records
+
+
 def test_evidence_token_counts_bound_every_context_the_collator_sees(tokenizer):
     records = [*QA, {**QA[0], "context": QA[0]["context"] * 3, "question": "Again?"}]
     dataset = InstructDataset(records, tokenizer, mode="single", num_distractors=2, curriculum_steps=4)
