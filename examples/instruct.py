@@ -4,7 +4,9 @@
         --adapter_name_or_path runs/pretrain --mode multi --curriculum_steps 300 --max_steps 1000 \
         --per_device_train_batch_size 4 --learning_rate 3e-5
 
-Every `TrainingArguments` flag works; launch with `python`, `torchrun` or `accelerate launch` (docs/training.md).
+`--dataset_name` (a Hub dataset id such as rajpurkar/squad, or a `Dataset.save_to_disk` folder; `--dataset_config_name`,
+`--train_split`, `--eval_split`) replaces `--train_file`. Every `TrainingArguments` flag works; launch with `python`,
+`torchrun` or `accelerate launch` (docs/training.md).
 `--loss distill` (or `--loss mix --distill_weight w`) adds the optional distillation objective (docs/training.md).
 """
 
@@ -23,7 +25,7 @@ from peft_shine.training import (
     ScheduleArguments,
     ShineArguments,
     build_shine_model,
-    split_paths,
+    check_context_lengths,
     train_and_save,
 )
 
@@ -71,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     training_args.remove_unused_columns = False  # the context columns must reach the collator
     base, tokenizer = load_base(model_args.model_name_or_path)
     model = build_shine_model(base, tokenizer, shine_args, model_args.adapter_name_or_path)
-    records = load_qa_records(split_paths(data_args.train_file))[: data_args.max_train_samples]
+    train_source, eval_source = data_args.sources()
+    records = load_qa_records(train_source)[: data_args.max_train_samples]
     options = dict(
         mode=data_args.mode,
         num_distractors=data_args.num_distractors,
@@ -80,9 +83,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     train_dataset = InstructDataset(records, tokenizer, curriculum_steps=data_args.curriculum_steps, **options)
     eval_dataset = (
-        InstructDataset(load_qa_records(data_args.eval_file), tokenizer, **options) if data_args.eval_file else None
+        InstructDataset(load_qa_records(eval_source), tokenizer, **options) if eval_source is not None else None
     )
     config = model.peft_config[model.active_adapter]
+    check_context_lengths(train_dataset.evidence_token_counts(), config)  # now, not at the first batch
+    if eval_dataset is not None:
+        check_context_lengths(eval_dataset.evidence_token_counts(), config, "evaluation")
     collator = ShineDataCollator(tokenizer, config.max_context_tokens, config.context_overflow)
     train_and_save(
         model,

@@ -3,7 +3,8 @@
     python examples/pretrain.py --train_file texts.jsonl --output_dir runs/pretrain --pack_tokens 512 \
         --lora_rank 8 --meta_lora_rank 16 --m2p_layers 4 --max_steps 1000 --learning_rate 5e-5
 
-`--train_file` takes JSONL(.gz) with a `text` field or `.txt` files (repeatable or comma-separated). Every
+`--train_file` takes JSONL(.gz) with a `text` field or `.txt` files (repeatable or comma-separated); `--dataset_name`
+(a Hub dataset id or a `Dataset.save_to_disk` folder, its `text` column) replaces it. Every
 `TrainingArguments` flag works; launch with `python`, `torchrun` or `accelerate launch` (docs/training.md).
 """
 
@@ -21,7 +22,7 @@ from peft_shine.training import (
     ScheduleArguments,
     ShineArguments,
     build_shine_model,
-    split_paths,
+    check_context_lengths,
     train_and_save,
 )
 
@@ -42,17 +43,22 @@ def main(argv: list[str] | None = None) -> None:
     base, tokenizer = load_base(model_args.model_name_or_path)
     model = build_shine_model(base, tokenizer, shine_args, model_args.adapter_name_or_path)
 
-    def dataset(sources: list[str]) -> PretrainDataset:
+    def dataset(sources) -> PretrainDataset:
         texts = load_texts(sources, data_args.text_field, data_args.split_paragraphs)[: data_args.max_train_samples]
         return PretrainDataset(texts, tokenizer, seed=training_args.seed, pack_tokens=data_args.pack_tokens)
 
-    eval_dataset = dataset([data_args.eval_file]) if data_args.eval_file else None
+    train_source, eval_source = data_args.sources()
+    train_dataset = dataset(train_source)
+    eval_dataset = dataset(eval_source) if eval_source is not None else None
     config = model.peft_config[model.active_adapter]
+    check_context_lengths(train_dataset.evidence_token_counts(), config)  # now, not at the first batch
+    if eval_dataset is not None:
+        check_context_lengths(eval_dataset.evidence_token_counts(), config, "evaluation")
     collator = ShineDataCollator(tokenizer, config.max_context_tokens, config.context_overflow)
     train_and_save(
         model,
         training_args,
-        dataset(split_paths(data_args.train_file)),
+        train_dataset,
         collator,
         eval_dataset,
         schedule_args.freeze_encoder_steps,

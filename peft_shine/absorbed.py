@@ -25,6 +25,14 @@ from .files import write_folder_atomically
 from .hypernetwork import LoraFactors
 
 
+def _brief(values: Sequence[int], shown: int = 6) -> str:
+    """A list for a one-line summary: whole when short, else its first and last items and its length."""
+    if len(values) <= shown:
+        return str(list(values))
+    head = ", ".join(str(v) for v in values[: shown - 1])
+    return f"[{head}, ..., {values[-1]}] ({len(values)} values)"
+
+
 @dataclass
 class AbsorbedContext:
     """Generated LoRA factors for a batch of contexts.
@@ -36,6 +44,8 @@ class AbsorbedContext:
             "model.layers.3.self_attn.q_proj"), used for export.
         context_token_counts: tokens of each context that were encoded (memory tokens not counted).
         base_model_name_or_path: the base model the adapter was generated for (written to the exported config).
+        base_model_weights: which weights of that base, when its name alone does not say (e.g. peft-shine's embedded
+            copy of the default, `defaults.EMBEDDED_WEIGHTS`); written to the exported model card.
         num_chunks: encoder passes (chunks) behind each context's adapter.
         ranks: rank of each context's adapter; `factors` are zero-padded to the largest (padding adds nothing).
         compression_error: relative Frobenius error ||D - D_k|| / ||D|| over all modules when the adapter was
@@ -46,6 +56,7 @@ class AbsorbedContext:
     module_paths: dict[str, str]
     context_token_counts: list[int]
     base_model_name_or_path: str | None = None
+    base_model_weights: str | None = None
     num_chunks: list[int] | None = None
     ranks: list[int] | None = None
     compression_error: float | None = None
@@ -94,6 +105,7 @@ class AbsorbedContext:
             module_paths=parts[0].module_paths,
             context_token_counts=[sum(sum(part.context_token_counts) for part in parts)],
             base_model_name_or_path=parts[0].base_model_name_or_path,
+            base_model_weights=parts[0].base_model_weights,
             num_chunks=[sum(sum(part.num_chunks) for part in parts)],
         )
 
@@ -114,6 +126,16 @@ class AbsorbedContext:
     def __len__(self) -> int:
         return len(self.context_token_counts)
 
+    def __repr__(self) -> str:
+        """One line, no tensors: contexts, rank(s), tokens and chunks per context, compression, modules, base."""
+        a, _ = next(iter(self.factors.values()))
+        compressed = "no" if self.compression_error is None else f"relative error {self.compression_error:.3g}"
+        return (
+            f"AbsorbedContext(contexts={len(self)}, rank={self.rank}, ranks={_brief(self.ranks)}, "
+            f"tokens={_brief(self.context_token_counts)}, chunks={_brief(self.num_chunks)}, compressed={compressed}, "
+            f"modules={len(self.factors)}, base={self.base_model_name_or_path!r}, dtype={a.dtype}, device={a.device})"
+        )
+
     @property
     def rank(self) -> int:
         """The (largest) rank of the adapters."""
@@ -129,6 +151,7 @@ class AbsorbedContext:
             module_paths=self.module_paths,
             context_token_counts=[self.context_token_counts[index]],
             base_model_name_or_path=self.base_model_name_or_path,
+            base_model_weights=self.base_model_weights,
             num_chunks=[self.num_chunks[index]],
             compression_error=self.compression_error,
         )
@@ -143,6 +166,7 @@ class AbsorbedContext:
             module_paths=self.module_paths,
             context_token_counts=[self.context_token_counts[i] for i in indices],
             base_model_name_or_path=self.base_model_name_or_path,
+            base_model_weights=self.base_model_weights,
             num_chunks=[self.num_chunks[i] for i in indices],
             ranks=[self.ranks[i] for i in indices],
             compression_error=self.compression_error,
@@ -181,6 +205,7 @@ class AbsorbedContext:
             module_paths=self.module_paths,
             context_token_counts=self.context_token_counts,
             base_model_name_or_path=self.base_model_name_or_path,
+            base_model_weights=self.base_model_weights,
             num_chunks=self.num_chunks,
             compression_error=(error / norm) ** 0.5 if norm > 0 else 0.0,
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+import peft
 from huggingface_hub import ModelCard, ModelCardData
 
 if TYPE_CHECKING:
@@ -14,13 +15,45 @@ if TYPE_CHECKING:
 
 LORA_TAGS = ["peft", "lora", "shine", "peft-shine"]
 HYPERNETWORK_TAGS = ["peft", "shine", "hypernetwork", "peft-shine"]
-SHINE_SECTION = "## SHINE hypernetwork"
+SHINE_SECTION = "## SHINE hypernetwork"  # added to a card someone else wrote
+SHINE_MARK = "# SHINE hypernetwork"  # in SHINE_SECTION and in the title of the card peft-shine writes
+PEFT_TEMPLATE_TITLE = "# Model Card for Model ID"  # the untouched template PEFT writes when a folder has no card
+BASE_WEIGHTS_ATTRIBUTE = "peft_shine_base_weights"
+"""Attribute of a base model's config that says which weights it holds when its name does not (peft-shine's embedded
+copy of the default base sets it, see `defaults.EMBEDDED_WEIGHTS`)."""
+
+
+def base_weights_of(model: Any) -> str | None:
+    """The `peft_shine_base_weights` note of a base model's config, or None."""
+    return getattr(getattr(model, "config", None), BASE_WEIGHTS_ATTRIBUTE, None)
+
+
+def _made_on(base: str | None, weights: str | None) -> str:
+    """The sentence that names the base (and its exact weights when known), or nothing without a base."""
+    if not base:
+        return ""
+    return f"Made on `{base}`" + (f": {weights}." if weights else ".")
+
+
+def _shine_usage(base: str | None) -> str:
+    """How to load a SHINE hypernetwork: `import peft_shine` first (it registers the adapter type with PEFT)."""
+    return f"""```python
+import peft_shine  # registers the SHINE adapter type with PEFT; without it loading fails with KeyError: 'SHINE'
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+base = AutoModelForCausalLM.from_pretrained("{base or "<base model>"}")
+model = PeftModel.from_pretrained(base, "<this folder or Hub repo>")
+model.absorb_context(open("report.txt").read())   # one forward pass writes a LoRA for the text
+print(model.ask("Who signed the report?"))
+```
+"""
 
 
 def lora_card(absorbed: AbsorbedContext, made: str | None = None, tags: list[str] = (), **metadata: Any) -> ModelCard:
     """The card of one exported LoRA (`absorbed` holds one context): metadata (library_name peft, base_model, tags,
-    `metadata`), the adapter's settings, how it was made (`made`, default: `absorb_context` of an unnamed text) and
-    how to load it."""
+    `metadata`), the adapter's settings, how it was made (`made`, default: `absorb_context` of an unnamed text), on
+    which weights (`absorbed.base_model_weights`) and how to load it."""
     base = absorbed.base_model_name_or_path
     data = ModelCardData(library_name="peft", base_model=base, tags=[*LORA_TAGS, *tags], **metadata)
     compressed = (
@@ -38,9 +71,14 @@ def lora_card(absorbed: AbsorbedContext, made: str | None = None, tags: list[str
 A plain PEFT LoRA adapter (rank {absorbed.rank}, lora_alpha {absorbed.rank}, no dropout, no bias) for
 {f"`{base}`" if base else "the base model it was absorbed with"}, written {made}. The text itself is not stored here.
 
+{_made_on(base, absorbed.base_model_weights)}
+
 ```python
 from peft import PeftModel
-model = PeftModel.from_pretrained(base_model, "path/to/this/folder")   # then ask questions about the text
+from transformers import AutoModelForCausalLM
+
+base_model = AutoModelForCausalLM.from_pretrained("{base or "<base model>"}")
+model = PeftModel.from_pretrained(base_model, "<this folder or Hub repo>")   # then ask questions about the text
 ```
 
 vLLM (`--enable-lora`, `LoRARequest`), TGI (`LORA_ADAPTERS`) and PEFT's `load_adapter` serve it like any PEFT LoRA.
@@ -49,8 +87,9 @@ vLLM (`--enable-lora`, `LoRARequest`), TGI (`LORA_ADAPTERS`) and PEFT's `load_ad
 
 
 def add_hypernetwork_section(directory: str | os.PathLike, config: ShineConfig) -> None:
-    """Add SHINE's tags, the base model and a section on how the adapter was made to the README.md that
-    `PeftModel.save_pretrained` wrote into `directory` (nothing when there is none)."""
+    """Make the README.md that `PeftModel.save_pretrained` wrote into `directory` a SHINE card (nothing when there is
+    none): SHINE's tags and the base model in the metadata; PEFT's untouched "Model Card for Model ID" template is
+    replaced by `hypernetwork_card_text`, any other card gets the SHINE section once."""
     path = os.path.join(directory, "README.md")
     if not os.path.isfile(path):
         return
@@ -58,15 +97,47 @@ def add_hypernetwork_section(directory: str | os.PathLike, config: ShineConfig) 
     card.data.tags = sorted(set(card.data.tags or []) | set(HYPERNETWORK_TAGS))
     if config.base_model_name_or_path and not card.data.base_model:
         card.data.base_model = config.base_model_name_or_path
-    if SHINE_SECTION not in card.text:
+    if PEFT_TEMPLATE_TITLE in card.text:
+        card.text = hypernetwork_card_text(config)
+    elif SHINE_MARK not in card.text:
         card.text += (
-            f"\n{SHINE_SECTION}\n\nA SHINE hypernetwork made with peft-shine (`get_peft_model(base, "
-            "ShineConfig(...))`, trained with a stock `transformers.Trainer`): it reads a context with the frozen base "
-            f"and writes a rank-{config.lora_rank} LoRA for {config.target_modules} in one forward pass. Load it with "
-            "`PeftModel.from_pretrained(base, path)` after `import peft_shine`, then `model.absorb_context(text)` and "
-            "`model.ask(question)`.\n"
+            f"\n{SHINE_SECTION}\n\n{_hypernetwork_summary(config)}\n\n{_shine_usage(config.base_model_name_or_path)}"
         )
     card.save(path)
+
+
+def _hypernetwork_summary(config: ShineConfig) -> str:
+    """What the hypernetwork does and was made on, in a paragraph."""
+    made_on = _made_on(config.base_model_name_or_path, getattr(config, "base_model_weights", None))
+    return (
+        "A SHINE hypernetwork made with peft-shine (`get_peft_model(base, ShineConfig(...))`, trained with "
+        "`transformers.Trainer` or TRL): it reads a context with the frozen base model and writes a "
+        f"rank-{config.lora_rank} LoRA for {config.target_modules} in one forward pass, so the model answers questions "
+        f"about the text without the text in its prompt. {made_on}"
+    ).strip()
+
+
+def hypernetwork_card_text(config: ShineConfig) -> str:
+    """The body of a SHINE hypernetwork's card: what it is, the base it was made on, how to load and use it."""
+    base = config.base_model_name_or_path
+    return f"""
+{SHINE_MARK}{f" for `{base}`" if base else ""}
+
+{_hypernetwork_summary(config)}
+
+Settings: {config.m2p_layers} M2P blocks, {config.num_memory_tokens} memory tokens, meta-LoRA rank
+{config.meta_lora_rank}, contexts of up to {config.max_context_tokens} tokens per pass (longer ones:
+`context_overflow="{config.context_overflow}"`).
+
+## Use
+
+{_shine_usage(base)}
+The generated LoRA of an absorbed text exports as a plain PEFT LoRA: `model.absorb_context(text).save_pretrained(dir)`.
+
+### Framework versions
+
+- PEFT {peft.__version__}
+"""
 
 
 PAPER = "Liu et al., SHINE: Scalable Hyper In-context NEtwork (arXiv:2602.06358, ICML 2026)"

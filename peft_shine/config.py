@@ -98,6 +98,8 @@ class ShineConfig(PeftConfig):
         base_model_type, base_hidden_size, base_num_layers, target_module_shapes ([module name relative to a decoder
         layer, in_features, out_features] per target module, in slicing order; a list because JSON configs are
         saved with sorted keys).
+    Recorded, not checked: base_model_weights, which weights of `base_model_name_or_path` the adapter was made on
+        when the name alone does not say (peft-shine's embedded copy of the default base).
     """
 
     lora_rank: int = field(default=8, metadata={"help": "Rank of the generated LoRA."})
@@ -141,6 +143,10 @@ class ShineConfig(PeftConfig):
     base_num_layers: int | None = field(default=None, metadata={"help": "Recorded: base decoder layer count."})
     target_module_shapes: list[list[str | int]] | None = field(
         default=None, metadata={"help": "Recorded: [relative module name, in, out] per target, in slicing order."}
+    )
+    base_model_weights: str | None = field(
+        default=None,
+        metadata={"help": "Recorded: which weights of the base it was made on, where the name is unclear."},
     )
 
     def __post_init__(self) -> None:

@@ -10,17 +10,19 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from .defaults import pretrained_source
 from .padding import left_pad, pad_id_of
 from .tokenization import question_prompt_ids
 
 
 def base_tokenizer(model: torch.nn.Module) -> PreTrainedTokenizerBase:
-    """`AutoTokenizer.from_pretrained(model.name_or_path)`; ValueError naming what was tried and the fix when the
-    model has no name_or_path or nothing loads from it."""
+    """`AutoTokenizer.from_pretrained(model.name_or_path)` (the default's Hub id finds the embedded copy offline, see
+    `defaults.pretrained_source`); ValueError naming what was tried and the fix when the model has no name_or_path or
+    nothing loads from it."""
     source = getattr(model, "name_or_path", None)
     if source:
         try:
-            return AutoTokenizer.from_pretrained(source)
+            return AutoTokenizer.from_pretrained(pretrained_source(source))
         except (OSError, ValueError, TypeError, KeyError) as error:
             source = f"{source!r} ({type(error).__name__})"
     raise ValueError(

@@ -14,6 +14,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .absorbed import AbsorbedContext
 from .building import build_hypernetwork, record_or_check_base
+from .cards import base_weights_of
 from .composition import check_weight_count
 from .config import ChunkCombination, ContextOverflow, ShineConfig, check_choice
 from .diagnostics import calibrate_memory_statistics, context_variance_share_of
@@ -21,7 +22,7 @@ from .encoding import encode_memory_states, generate_in_batches, install_checkpo
 from .generation import base_tokenizer, generate_answers, padded_on_device
 from .hypernetwork import LoraFactors, ShineHypernetwork, module_key
 from .layer import ShineLinear, ShineRuntime, ShineState
-from .objective import reject_loss_inputs
+from .objective import learns_from_contexts, missing_contexts_error, reject_loss_inputs
 from .structure import matches_module_names, resolve_targets
 from .tokenization import as_text_list, context_token_chunks
 
@@ -52,6 +53,7 @@ class ShineModel(BaseTuner):
             model, config.target_modules, config.exclude_modules, config.layers_to_transform, config.layers_pattern
         )
         record_or_check_base(model, config, structure)
+        config.base_model_weights = config.base_model_weights or base_weights_of(model)
         config.resolve_sizes()
         self.runtime = ShineRuntime()
         self.current_context: AbsorbedContext | None = None
@@ -165,9 +167,12 @@ class ShineModel(BaseTuner):
         gradients when training) and row i of the batch answers with the LoRA of context i // (rows / B_ctx).
 
         The training loss policy (distillation, batches without answer tokens) is `objective.ShineLoss`, the
-        `compute_loss_func` of the Trainer; with `labels` this forward returns the base model's own loss."""
+        `compute_loss_func` of the Trainer; with `labels` this forward returns the base model's own loss. A training
+        forward (training mode, gradients on) with `labels` and no contexts raises ValueError: nothing would learn."""
         reject_loss_inputs(kwargs)
         if context_input_ids is None:
+            if kwargs.get("labels") is not None and learns_from_contexts(self):
+                raise missing_contexts_error("this training-mode forward got labels")
             install_checkpoint_replay(self._structure.layers, self.runtime)
             return self.model(*args, **kwargs)
         if context_attention_mask is None:
@@ -252,6 +257,7 @@ class ShineModel(BaseTuner):
             module_paths={key: path for path, key in self._target_keys.items()},
             context_token_counts=[sum(map(len, document)) for document in documents],
             base_model_name_or_path=getattr(self.model, "name_or_path", None) or None,
+            base_model_weights=base_weights_of(self.model),
         )
         if compose:
             absorbed = AbsorbedContext.compose([absorbed], weights, combination)

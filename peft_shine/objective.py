@@ -28,6 +28,27 @@ SKIP_REASONS = ("no_answer_tokens", "non_finite_loss")
 _HOOKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> the pre-hook of its newest ShineLoss
 
 
+def missing_contexts_error(what: str) -> ValueError:
+    """The error for a training loss computed without contexts: `what` says what the forward got."""
+    return ValueError(
+        f"A SHINE model trains through the contexts it reads, but {what} and no context_input_ids: the loss would "
+        "reach no trainable SHINE parameter (grad_norm 0, nothing learns). Give every training batch "
+        "context_input_ids (B_ctx, T) and context_attention_mask: build the examples with "
+        "peft_shine.data.InstructDataset or PretrainDataset and batch them with peft_shine.data.ShineDataCollator "
+        "(Trainer(..., remove_unused_columns=False)), or train with TRL through peft_shine.sft.ShineSFTTrainer and a "
+        "'context' column (docs/training.md). For the base model's loss without contexts, call the model under "
+        "model.eval() or torch.no_grad()."
+    )
+
+
+def learns_from_contexts(model: torch.nn.Module) -> bool:
+    """Whether a forward of `model` now would train SHINE: training mode, gradients on, and a trainable SHINE
+    parameter (hypernetwork or meta-LoRA, named with the `shine_` prefix)."""
+    if not (model.training and torch.is_grad_enabled()):
+        return False
+    return any(param.requires_grad for name, param in model.named_parameters() if "shine_" in name)
+
+
 def reject_loss_inputs(model_kwargs: dict[str, Any]) -> None:
     """Raise ValueError when the keyword arguments of a model forward hold loss inputs (teacher fields)."""
     found = sorted(key for key in model_kwargs if key.startswith("teacher_") or key == "distill_weight")
@@ -59,20 +80,25 @@ class ShineLoss:
         self.distill_weight = distill_weight
         self.skipped = dict.fromkeys(SKIP_REASONS, 0)
         self._teacher: dict[str, torch.Tensor] = {}
+        self._had_contexts = True
         previous = _HOOKS.pop(model, None)  # the hook of an earlier ShineLoss would take the teacher fields first
         if previous is not None:
             previous.remove()
         _HOOKS[model] = model.register_forward_pre_hook(self._take_teacher_fields, with_kwargs=True)
 
     def _take_teacher_fields(self, module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
-        """Forward pre-hook: move the teacher fields of the batch out of the model's keyword arguments."""
+        """Forward pre-hook: move the teacher fields of the batch out of the model's keyword arguments, and note
+        whether the batch had contexts."""
         self._teacher = {key: kwargs.pop(key) for key in TEACHER_KEYS if key in kwargs}
+        self._had_contexts = kwargs.get("context_input_ids") is not None
         return args, kwargs
 
     def __call__(self, outputs: Any, labels: torch.Tensor | None, num_items_in_batch: Any = None) -> torch.Tensor:
         if labels is None:
             raise ValueError("ShineLoss needs `labels` in every batch (ShineDataCollator writes them).")
         teacher, self._teacher = self._teacher, {}
+        if not self._had_contexts and learns_from_contexts(self.model):
+            raise missing_contexts_error("the Trainer's batch had labels")
         if not (labels[..., 1:] != IGNORE_INDEX).any():
             return self._skip("no_answer_tokens")
         logits = outputs.logits

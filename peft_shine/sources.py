@@ -29,6 +29,42 @@ def is_hf_dataset(obj: Any) -> bool:
     return module is not None and isinstance(obj, module.Dataset)
 
 
+def is_dataset_folder(path: Path) -> bool:
+    """A folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`."""
+    return path.is_dir() and any((path / name).is_file() for name in ("state.json", "dataset_dict.json"))
+
+
+def dataset_split(dataset: Any, split: str | None, source: str) -> Any:
+    """The Dataset itself, or `split` of a DatasetDict (the only split when there is one)."""
+    if not hasattr(dataset, "keys"):
+        return dataset
+    names = list(dataset.keys())
+    if split is None and len(names) == 1:
+        split = names[0]
+    if split not in names:
+        raise ValueError(f"{source} has the splits {names}; choose one with split= (--split).")
+    return dataset[split]
+
+
+def looks_like_a_path(source: str) -> bool:
+    """A local path rather than a Hub dataset id ("name" or "owner/name")."""
+    return source.startswith(("/", ".", "~")) or source.count("/") > 1 or source.endswith((".jsonl", ".gz"))
+
+
+def load_dataset_source(name: str, config: str | None = None, split: str | None = None) -> datasets.Dataset:
+    """A `datasets.Dataset` from a `save_to_disk` folder (`split` of a DatasetDict) or a Hub dataset id
+    (`datasets.load_dataset(name, config, split=split)`; offline it must be in the Hugging Face cache). Raises
+    FileNotFoundError for a path that is not such a folder."""
+    import datasets
+
+    path = Path(name).expanduser()
+    if is_dataset_folder(path):
+        return dataset_split(datasets.load_from_disk(str(path)), split, name)
+    if path.exists() or looks_like_a_path(name):
+        raise FileNotFoundError(f"{name}: not a `datasets` folder (Dataset.save_to_disk) nor a Hub dataset id.")
+    return dataset_split(datasets.load_dataset(name, config, split=split), split, name)
+
+
 def source_paths(sources: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
     """Paths from one path, a comma-separated string of paths, or a list of paths."""
     if isinstance(sources, os.PathLike):

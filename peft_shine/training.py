@@ -5,6 +5,8 @@ and drives the context-length curriculum."""
 from __future__ import annotations
 
 import time
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from peft import PeftModel
@@ -16,9 +18,10 @@ from transformers import (
     TrainingArguments,
 )
 
-from .config import ShineConfig
+from .config import ShineConfig, check_choice
 from .defaults import shine_model
 from .objective import ShineLoss
+from .sources import Sources, load_dataset_source
 
 
 @dataclass
@@ -35,7 +38,8 @@ class ModelArguments:
 
 @dataclass
 class DataFileArguments:
-    """Data files shared by the example scripts (each script subclasses it with its own options)."""
+    """Training data shared by the example scripts (each script subclasses it with its own options): files, or a
+    dataset by name as in transformers' example scripts."""
 
     train_file: list[str] = field(
         default=None,
@@ -46,20 +50,63 @@ class DataFileArguments:
         },
     )
     eval_file: str | None = field(default=None, metadata={"help": "Evaluation data file (evaluation loss)."})
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Instead of --train_file: a Hub dataset id or a Dataset.save_to_disk folder."},
+    )
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "The configuration of the Hub dataset --dataset_name (if it has several)."}
+    )
+    train_split: str = field(default="train", metadata={"help": "Split of --dataset_name to train on."})
+    eval_split: str | None = field(
+        default=None, metadata={"help": "Split of --dataset_name for the evaluation loss (e.g. validation)."}
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training items."})
+
+    def sources(self) -> tuple[Sources, Sources | None]:
+        """(training source, evaluation source or None): the files, or the splits of `--dataset_name` (a
+        `datasets.Dataset` each). Raises ValueError unless exactly one of --train_file / --dataset_name is given."""
+        if bool(self.train_file) == bool(self.dataset_name):
+            given = "both" if self.train_file else "neither"
+            raise ValueError(
+                f"Give the training data with --train_file FILE(S) or with --dataset_name NAME (a Hub dataset id or a "
+                f"Dataset.save_to_disk folder); {given} was given."
+            )
+        if not self.dataset_name:
+            return split_paths(self.train_file), self.eval_file
+
+        def split(name: str):
+            return load_dataset_source(self.dataset_name, self.dataset_config_name, name)
+
+        return split(self.train_split), split(self.eval_split) if self.eval_split else self.eval_file
+
+
+NEW_ADAPTER_DEFAULTS = {"lora_rank": 8, "meta_lora_rank": 16, "m2p_layers": 4, "max_context_tokens": 1024}
+STRUCTURE_FIELDS = ("lora_rank", "meta_lora_rank", "m2p_layers", "target_modules", "num_memory_tokens")
+"""ShineArguments fixed by a saved adapter's hypernetwork (they set the shapes of its weights)."""
 
 
 @dataclass
 class ShineArguments:
-    """`ShineConfig` fields exposed on the command line (used when no adapter is given)."""
+    """`ShineConfig` fields exposed on the command line. A new adapter takes them (None: the default in the help);
+    with `--adapter_name_or_path`, `max_context_tokens` and `context_overflow` change the loaded adapter's settings
+    and the structure fields are refused (the adapter's weights fix them)."""
 
-    lora_rank: int = field(default=8, metadata={"help": "Rank of the generated LoRA."})
-    meta_lora_rank: int = field(default=16, metadata={"help": "Rank of the meta-LoRA used while encoding."})
-    m2p_layers: int = field(default=4, metadata={"help": "M2P transformer blocks (even)."})
-    max_context_tokens: int = field(default=1024, metadata={"help": "Longest context encoded in one pass."})
-    context_overflow: str = field(
-        default="chunk",
-        metadata={"help": "'chunk' (absorb splits long contexts; training raises), 'truncate', 'error'."},
+    lora_rank: int | None = field(default=None, metadata={"help": "Rank of the generated LoRA (new adapter: 8)."})
+    meta_lora_rank: int | None = field(
+        default=None, metadata={"help": "Rank of the meta-LoRA used while encoding (new adapter: 16)."}
+    )
+    m2p_layers: int | None = field(default=None, metadata={"help": "M2P transformer blocks, even (new adapter: 4)."})
+    max_context_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Longest context encoded in one pass (new adapter: 1024; default with an adapter: its own)."},
+    )
+    context_overflow: str | None = field(
+        default=None,
+        metadata={
+            "help": "Longer contexts: 'truncate' (keep the start, with a warning), 'error', or 'chunk' (absorb splits "
+            "them; training raises). New adapter: 'chunk'; with an adapter: its own."
+        },
     )
     target_modules: str | None = field(
         default=None,
@@ -74,19 +121,33 @@ class ShineArguments:
     )
 
     def to_config(self) -> ShineConfig:
+        """The `ShineConfig` of a new adapter: the fields given, the defaults of `NEW_ADAPTER_DEFAULTS` otherwise."""
         targets = [name.strip() for name in self.target_modules.split(",")] if self.target_modules else None
         targets = None if targets == ["all-linear"] else targets
+        given = {name: getattr(self, name) for name in NEW_ADAPTER_DEFAULTS if getattr(self, name) is not None}
+        overflow = {"context_overflow": self.context_overflow} if self.context_overflow else {}
         return ShineConfig(
-            lora_rank=self.lora_rank,
-            meta_lora_rank=self.meta_lora_rank,
-            m2p_layers=self.m2p_layers,
-            max_context_tokens=self.max_context_tokens,
-            context_overflow=self.context_overflow,
+            **{**NEW_ADAPTER_DEFAULTS, **given, **overflow},
             target_modules=targets,
             num_memory_tokens=self.num_memory_tokens,
             standardize_memory_states=self.standardize_memory_states,
             context_position_ids=self.context_position_ids,
         )
+
+    def apply_to_loaded(self, config: ShineConfig, adapter: str) -> None:
+        """Set `max_context_tokens` / `context_overflow` (when given) on a loaded adapter's config; ValueError when a
+        structure field is given, since the adapter's weights fix it."""
+        fixed = [f"--{name}" for name in STRUCTURE_FIELDS if getattr(self, name) is not None]
+        if fixed:
+            raise ValueError(
+                f"{', '.join(fixed)} cannot change the SHINE adapter {adapter}: its hypernetwork's weights fix them. "
+                "Drop them to continue from the adapter, or drop --adapter_name_or_path to start a new one."
+            )
+        if self.max_context_tokens is not None:
+            config.max_context_tokens = self.max_context_tokens
+        if self.context_overflow is not None:
+            check_choice("context_overflow", self.context_overflow, "--")
+            config.context_overflow = self.context_overflow
 
 
 @dataclass
@@ -118,9 +179,36 @@ def build_shine_model(
     shine_args: ShineArguments,
     adapter_name_or_path: str | None = None,
 ) -> PeftModel:
-    """A trainable SHINE model: a new adapter from `shine_args`, or the given adapter loaded as trainable."""
-    config = None if adapter_name_or_path else shine_args.to_config()
-    return shine_model(base, tokenizer, adapter_name_or_path or None, config=config, is_trainable=True)
+    """A trainable SHINE model: a new adapter from `shine_args`, or the given adapter loaded as trainable with the
+    context options of `shine_args` applied (`ShineArguments.apply_to_loaded`)."""
+    if not adapter_name_or_path:
+        return shine_model(base, tokenizer, config=shine_args.to_config(), is_trainable=True)
+    model = shine_model(base, tokenizer, adapter_name_or_path, is_trainable=True)
+    shine_args.apply_to_loaded(model.base_model.shine_config, adapter_name_or_path)
+    return model
+
+
+def check_context_lengths(token_counts: Sequence[int], config: ShineConfig, what: str = "training") -> None:
+    """Check, when the data is loaded, the longest evidence of each item (`token_counts`, see the datasets'
+    `evidence_token_counts`) against `config.max_context_tokens`: a training context is encoded in one pass, so
+    longer ones raise ValueError (policy "error" or "chunk") or, under "truncate", warn once with their count."""
+    limit = config.max_context_tokens
+    too_long = [i for i, count in enumerate(token_counts) if count > limit]
+    if not too_long:
+        return
+    longest = max(too_long, key=token_counts.__getitem__)
+    found = (
+        f"{len(too_long)} of {len(token_counts)} {what} items have a context longer than max_context_tokens={limit} "
+        f"(the longest: item {longest}, {token_counts[longest]} tokens)"
+    )
+    if config.context_overflow == "truncate":
+        warnings.warn(f"{found}; context_overflow='truncate' keeps their first {limit} tokens.", stacklevel=2)
+        return
+    raise ValueError(
+        f"{found}, and a training context is encoded in one pass (context_overflow={config.context_overflow!r}). "
+        f"Raise --max_context_tokens to at least {token_counts[longest]}, filter or split such records, or set "
+        "--context_overflow truncate to keep only their start; both options also apply with --adapter_name_or_path."
+    )
 
 
 class ShineTrainingCallback(TrainerCallback):
@@ -193,6 +281,13 @@ def check_training_arguments(args: TrainingArguments) -> None:
         )
 
 
+def pin_memory_for_device(args: TrainingArguments) -> None:
+    """Pin batch memory only when training on an accelerator: on a CPU-only run pinning does nothing and PyTorch's
+    DataLoader warns on every run ("'pin_memory' argument is set as true but no accelerator is found")."""
+    if args.dataloader_pin_memory and args.device.type == "cpu":
+        args.dataloader_pin_memory = False
+
+
 def train_and_save(
     model: PeftModel,
     training_args: TrainingArguments,
@@ -206,6 +301,7 @@ def train_and_save(
     """Train with a stock `Trainer` (loss: `ShineLoss(model, distill_weight)` as its `compute_loss_func`), save the
     adapter (+ tokenizer) and `trainer_state.json` to `output_dir`, push if asked."""
     check_training_arguments(training_args)
+    pin_memory_for_device(training_args)
     loss = ShineLoss(model, distill_weight)
     trainer = Trainer(
         model=model,

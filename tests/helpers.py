@@ -163,3 +163,13 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
     with opener(path, "wt", encoding="utf-8") as handle:
         handle.writelines(json.dumps(record) + "\n" for record in records)
     return path
+
+
+def default_gguf_or_none():
+    """The default base's GGUF path (`peft_shine.defaults.default_gguf_path`), or None when it is not here."""
+    from peft_shine.defaults import DefaultModelNotInstalledError, default_gguf_path
+
+    try:
+        return default_gguf_path()
+    except DefaultModelNotInstalledError:
+        return None

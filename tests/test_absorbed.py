@@ -76,3 +76,14 @@ def test_export_is_deterministic_and_not_private(absorbed_pair, tmp_path):
     os.umask(mask)
     assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o777 & ~mask
     assert stat.S_IMODE((tmp_path / "a" / "adapter_model.safetensors").stat().st_mode) == 0o666 & ~mask
+
+
+def test_repr_is_a_one_line_summary_without_tensors(tokenizer):
+    model = build_shine(vocab_size=len(tokenizer))
+    batch = model.absorb_context(CONTEXTS * 4, tokenizer)  # 12 contexts
+    text = repr(batch)  # before: the dataclass repr printed every factor tensor (30-200 KB on SmolLM2)
+    assert "\n" not in text and len(text) < 400 and "tensor(" not in text
+    assert text.startswith("AbsorbedContext(contexts=12, rank=2,") and "(12 values)" in text
+    compressed = model.absorb_context(CONTEXTS[0] * 20, tokenizer, max_lora_rank=1)
+    assert f"compressed=relative error {compressed.compression_error:.3g}" in repr(compressed)
+    assert f"tokens=[{batch.context_token_counts[0]}]" in repr(batch[0])

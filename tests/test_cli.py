@@ -119,3 +119,68 @@ def test_absorb_compose_chunk_combination_mean_halves_the_sum_of_two_documents(t
     for name, tensor in weights["sum"].items():
         expected = tensor / 2 if "lora_B" in name else tensor  # the weights scale B
         torch.testing.assert_close(weights["mean"][name], expected)
+
+
+def test_version_and_a_help_text_on_every_option_of_every_command(capsys):
+    import argparse
+
+    from peft_shine import __version__
+    from peft_shine.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"peft-shine {__version__}"
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert all(name in parser.description for name in commands)  # the description names every command
+    missing = [
+        f"{name} {action.option_strings or action.dest}"
+        for name, command in commands.items()
+        for action in command._actions
+        if not isinstance(action, argparse._HelpAction) and not action.help
+    ]
+    assert not missing
+    for name in ("eval", "absorb", "absorb-corpus", "ask", "chat", "web", "demo"):  # wherever a model runs
+        assert "--device" in commands[name]._option_string_actions, name
+    base_options = {o for a in commands["absorb-corpus"]._actions for o in a.option_strings if "base" in o}
+    assert base_options == {"--base"}  # one name for the base (no --base-model beside it)
+
+
+def test_ask_answers_several_questions_with_one_model_load_and_chat_reads_stdin(
+    tmp_path, saved_base, shine_adapter, capsys, monkeypatch
+):
+    import io
+
+    from peft_shine import cli
+
+    loads = []
+    real = cli.load_shine
+    monkeypatch.setattr(cli, "load_shine", lambda *a: loads.append(a) or real(*a))
+    doc = tmp_path / "doc.txt"
+    doc.write_text(CONTEXTS[0], encoding="utf-8")
+    common = ["--context-file", str(doc), "--base", str(saved_base), "--adapter", str(shine_adapter)]
+    main(["ask", "Who built it?", "When?", *common, "--max-new-tokens", "3", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert len(loads) == 1 and out.count("Q: ") == 2 and "Q: When?\nA: " in out
+    monkeypatch.setattr("sys.stdin", io.StringIO("Who built it?\n\nWhen?\n"))
+    main(["chat", *common, "--max-new-tokens", "3"])
+    assert len(loads) == 2 and len(capsys.readouterr().out.splitlines()) >= 2  # two answers, one more load
+
+
+def test_bad_model_paths_are_one_line_errors(tmp_path, saved_base, shine_adapter):
+    doc = tmp_path / "doc.txt"
+    doc.write_text(CONTEXTS[0], encoding="utf-8")
+    out = ["--output", str(tmp_path / "o")]
+    absorb = ["absorb", str(doc), *out, "--base", str(saved_base)]
+    with pytest.raises(SystemExit) as missing:  # before: a PEFT ValueError traceback
+        main([*absorb, "--adapter", str(tmp_path / "no-such-adapter")])
+    message = str(missing.value)
+    assert message.startswith("error: --adapter") and "no-such-adapter" in message and "\n" not in message
+    main([*absorb, "--adapter", str(shine_adapter)])
+    with pytest.raises(SystemExit, match="is a plain LORA adapter, not a SHINE hypernetwork"):
+        main([*absorb, "--adapter", str(tmp_path / "o")])  # an exported LoRA where a hypernetwork is needed
+    with pytest.raises(SystemExit, match="^error: cannot load base .*no-such-base") as bad_base:
+        main(["ask", "Who?", "--adapter", str(tmp_path / "o"), "--base", str(tmp_path / "no-such-base")])
+    assert "\n" not in str(bad_base.value)
+    with pytest.raises(SystemExit, match="--device 'gpu0' is not a device"):
+        main([*absorb, "--adapter", str(shine_adapter), "--device", "gpu0"])

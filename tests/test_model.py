@@ -135,7 +135,8 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(tokenizer):
     for checkpointing in (False, True):
         model = build_shine(vocab_size=len(tokenizer)).train()
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            assert model.get_base_model().is_activation_checkpointing
         loss = model(**batch).loss
         loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}

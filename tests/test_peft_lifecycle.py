@@ -592,7 +592,25 @@ def assert_shine_card(card: ModelCard, base_model: str, tags: set[str]) -> None:
 def test_saved_hypernetwork_has_a_shine_model_card(saved_base, tmp_path):
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(saved_base), ShineConfig(**SMALL_SHINE))
     model.save_pretrained(tmp_path)
-    assert_shine_card(ModelCard.load(tmp_path / "README.md"), str(saved_base), {"shine", "peft", "hypernetwork"})
+    card = ModelCard.load(tmp_path / "README.md")
+    assert_shine_card(card, str(saved_base), {"shine", "peft", "hypernetwork"})
+    assert (
+        "Model Card for Model ID" not in card.text and "[More Information Needed]" not in card.text
+    )  # PEFT's template
+    assert card.text.index("import peft_shine") < card.text.index("PeftModel.from_pretrained")  # else KeyError: 'SHINE'
+    assert f'from_pretrained("{saved_base}")' in card.text
+    model.save_pretrained(tmp_path)  # saving again keeps one card, one SHINE part
+    assert ModelCard.load(tmp_path / "README.md").text.count("import peft_shine") == 1
+
+
+def test_a_card_the_user_wrote_keeps_its_text_and_gains_the_shine_section(saved_base, tmp_path):
+    (tmp_path / "README.md").write_text("---\nlicense: mit\n---\n# My adapter\n\nNotes of mine.\n")
+    get_peft_model(AutoModelForCausalLM.from_pretrained(saved_base), ShineConfig(**SMALL_SHINE)).save_pretrained(
+        tmp_path
+    )
+    card = ModelCard.load(tmp_path / "README.md")
+    assert "Notes of mine." in card.text and "## SHINE hypernetwork" in card.text and card.data.license == "mit"
+    assert card.text.index("import peft_shine") < card.text.index("PeftModel.from_pretrained")
 
 
 @issue(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,7 @@ from transformers import AutoTokenizer
 
 import peft_shine  # noqa: F401  (registers SHINE with PEFT)
 from peft_shine import defaults
-from tests.helpers import build_model
+from tests.helpers import build_model, default_gguf_or_none
 
 FIXTURE = Path(__file__).parent / "fixtures" / "saved_adapter_v0"
 TINY_TEXT = "The lighthouse on Marrow Point was built in 1871 by the engineer Clara Vennet."
@@ -169,7 +168,7 @@ def test_tiny_saved_adapter_loads_and_writes_the_pinned_lora():
 # The shipped default adapter
 
 requires_default = pytest.mark.skipif(
-    find_spec(defaults.DEFAULT_GGUF_PACKAGE) is None, reason=f"needs the GGUF wheel: {defaults.INSTALL_COMMAND}"
+    default_gguf_or_none() is None, reason=f"needs the default base's GGUF: {defaults.INSTALL_COMMAND}"
 )
 
 

@@ -65,6 +65,20 @@ def test_batches_without_answer_tokens_are_skipped_and_counted(tokenizer):
     assert grads and all(g is not None and not g.any() for g in grads)
 
 
+def test_a_training_loss_without_contexts_raises_instead_of_learning_nothing(tokenizer):
+    model = build_shine(vocab_size=len(tokenizer)).train()
+    ids = torch.tensor([tokenizer("Who built it? Clara Vennet")["input_ids"]])
+    with pytest.raises(ValueError, match="no context_input_ids.*ShineDataCollator.*ShineSFTTrainer"):
+        model(input_ids=ids, labels=ids)  # PyTorch would say "element 0 of tensors does not require grad"
+    loss_func = ShineLoss(model)  # the Trainer pops the labels before the forward when a loss function is given
+    with pytest.raises(ValueError, match="batch had labels and no context_input_ids"):
+        loss_func(model(input_ids=ids), ids)
+    assert loss_func(model(input_ids=ids, context_input_ids=ids), ids).requires_grad
+    with torch.no_grad():  # the base model's loss stays available outside training
+        no_grad = model(input_ids=ids, labels=ids).loss
+    assert torch.equal(model.eval()(input_ids=ids, labels=ids).loss, no_grad)
+
+
 def test_shine_loss_cross_entropy_equals_the_base_models_own_loss(tokenizer):
     model = build_shine(vocab_size=len(tokenizer)).train()
     batch = ShineDataCollator(tokenizer, 64)([InstructDataset(QA, tokenizer, mode="single")[i] for i in range(3)])
@@ -127,6 +141,17 @@ def test_callback_stops_and_saves_after_max_train_minutes():
     assert control.should_training_stop and control.should_save
     with pytest.raises(ValueError, match="max_train_minutes"):
         ShineTrainingCallback(None, max_train_minutes=0)
+
+
+def test_the_trainers_saved_adapter_has_a_shine_card_not_pefts_template(tokenizer, tmp_path):
+    from huggingface_hub import ModelCard
+
+    trainer, _ = train(tokenizer, tmp_path, steps=1)
+    trainer.train()
+    trainer.save_model(str(tmp_path / "adapter"))
+    card = ModelCard.load(tmp_path / "adapter" / "README.md")
+    assert "Model Card for Model ID" not in card.text and card.text.lstrip().startswith("# SHINE hypernetwork")
+    assert card.text.index("import peft_shine") < card.text.index("PeftModel.from_pretrained")
 
 
 def test_training_arguments_must_keep_context_columns(tmp_path):
@@ -196,6 +221,146 @@ def test_example_scripts_run_end_to_end(script, saved_base, tmp_path, monkeypatc
             ]
         )
         assert (tmp_path / "stage2" / "adapter_model.safetensors").exists()
+
+
+def instruct_args(saved_base, data, out, *extra: str) -> list[str]:
+    """examples/instruct.py arguments for a one-step CPU run of the tiny model."""
+    common = ["--model_name_or_path", str(saved_base), "--train_file", str(data), "--output_dir", str(out)]
+    run = ["--max_steps", "1", "--per_device_train_batch_size", "2", "--report_to", "none", "--use_cpu", "true"]
+    return [*common, *run, "--save_strategy", "no", *extra]
+
+
+def test_continuing_from_an_adapter_applies_the_context_options(saved_base, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import instruct
+
+    data = write_jsonl(tmp_path / "qa.jsonl", QA)
+    instruct.main(instruct_args(saved_base, data, tmp_path / "stage1", "--lora_rank", "2", "--m2p_layers", "2"))
+    assert json.loads((tmp_path / "stage1" / "adapter_config.json").read_text())["max_context_tokens"] == 1024
+    stage2 = ["--adapter_name_or_path", str(tmp_path / "stage1"), "--max_context_tokens", "6"]
+    with pytest.raises(ValueError, match="4 of 4 training items .* longer than max_context_tokens=6"):
+        instruct.main(instruct_args(saved_base, data, tmp_path / "stage2", *stage2))  # before: options ignored
+    assert not (tmp_path / "stage2").exists()  # checked when the data is loaded, before the Trainer starts
+    with pytest.warns(UserWarning, match="4 of 4 training items .*='truncate' keeps their first 6 tokens"):
+        instruct.main(instruct_args(saved_base, data, tmp_path / "stage2", *stage2, "--context_overflow", "truncate"))
+    saved = json.loads((tmp_path / "stage2" / "adapter_config.json").read_text())
+    assert (saved["max_context_tokens"], saved["context_overflow"], saved["lora_rank"]) == (6, "truncate", 2)
+    with pytest.raises(ValueError, match="--lora_rank cannot change the SHINE adapter"):
+        instruct.main(instruct_args(saved_base, data, tmp_path / "stage3", *stage2, "--lora_rank", "4"))
+
+
+def test_a_cpu_run_of_the_example_script_pins_no_memory_and_warns_nothing_of_ours(saved_base, tmp_path, monkeypatch):
+    import warnings
+
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import instruct
+
+    data = write_jsonl(tmp_path / "qa.jsonl", QA)
+    args = instruct_args(saved_base, data, tmp_path / "run", "--lora_rank", "2", "--m2p_layers", "2")
+    args.remove("--use_cpu")
+    args.remove("true")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        instruct.main(args)  # no GPU here: PyTorch warned about pin_memory on every run
+    texts = [f"{w.category.__name__}: {w.message}" for w in caught]
+    assert not [t for t in texts if "pin_memory" in t]
+    assert not [t for t in texts if "gradient_checkpointing" in t and "is_gradient_checkpointing" not in t]
+    assert all("is_gradient_checkpointing" in t for t in texts), texts  # PEFT's own call, upstream (docs/errors.md)
+
+
+def test_example_scripts_take_a_dataset_by_name_like_transformers_scripts(saved_base, tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    import instruct
+    import pretrain
+
+    squad_like = [{**r, "answers": {"text": r["answers"], "answer_start": [0]}} for r in QA]  # the Hub's SQuAD form
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(squad_like), "validation": datasets.Dataset.from_list(squad_like[:2])}
+    ).save_to_disk(tmp_path / "squad")
+    args = instruct_args(saved_base, "unused", tmp_path / "out", "--lora_rank", "2", "--m2p_layers", "2")
+    by_name = [a for a in args if a not in ("--train_file", "unused")]
+    instruct.main([*by_name, "--dataset_name", str(tmp_path / "squad"), "--eval_split", "validation"])
+    assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+    datasets.Dataset.from_list([{"text": r["context"]} for r in QA]).save_to_disk(tmp_path / "texts")
+    pretrain.main([*by_name, "--dataset_name", str(tmp_path / "texts"), "--output_dir", str(tmp_path / "pre")])
+    assert (tmp_path / "pre" / "adapter_model.safetensors").is_file()
+    with pytest.raises(ValueError, match="--train_file FILE.* or with --dataset_name .*; both was given"):
+        instruct.main([*args, "--dataset_name", str(tmp_path / "squad")])
+    with pytest.raises(ValueError, match="neither was given"):
+        instruct.main(by_name)
+    with pytest.raises(FileNotFoundError, match="not a `datasets` folder"):
+        instruct.main([*by_name, "--dataset_name", str(tmp_path / "no-such-folder")])
+
+
+def test_prepare_data_reads_squad_and_babi_as_published(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "examples" / "default_model"))
+    import prepare_data
+
+    official = {
+        "data": [
+            {
+                "title": "Lighthouse",
+                "paragraphs": [
+                    {
+                        "context": QA[0]["context"],
+                        "qas": [
+                            {
+                                "id": "q1",
+                                "question": "Who built it?",
+                                "answers": [{"text": "Clara Vennet", "answer_start": 36}] * 2,
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
+    (tmp_path / "train-v1.1.json").write_text(json.dumps(official))
+    squad = prepare_data.squad_records(str(tmp_path / "train-v1.1.json"))
+    assert squad == [
+        {
+            "source": "squad-v1.1/train",
+            "context": QA[0]["context"],
+            "question": "Who built it?",
+            "answers": ["Clara Vennet"],
+            "id": "q1",
+            "title": "Lighthouse",
+        }
+    ]
+    babi = tmp_path / "en"
+    babi.mkdir()
+    (babi / "qa1_single-supporting-fact_train.txt").write_text(
+        "1 Mary moved to the bathroom.\n2 John went to the hallway.\n3 Where is Mary? \tbathroom\t1\n"
+        "4 Daniel went back to the hallway.\n5 Where is Daniel? \thallway\t4\n"
+        "1 Sandra left.\n2 Where is Sandra?\tout\t1\n"
+    )
+    (babi / "qa1_single-supporting-fact_test.txt").write_text("1 Not read.\n")
+    records = prepare_data.babi_records(str(babi))
+    assert [(r["context"], r["question"], r["answers"], r["supporting_facts"]) for r in records] == [
+        ("Mary moved to the bathroom.\nJohn went to the hallway.", "Where is Mary?", ["bathroom"], [0]),
+        (
+            "Mary moved to the bathroom.\nJohn went to the hallway.\nDaniel went back to the hallway.",
+            "Where is Daniel?",
+            ["hallway"],
+            [2],
+        ),
+        ("Sandra left.", "Where is Sandra?", ["out"], [0]),
+    ]
+    assert records[0]["id"] == "babi-en-qa1-train-s0000-l03" and records[0]["task"] == 1  # as in shared/data
+    write_jsonl(tmp_path / "babi.jsonl", records)
+    assert prepare_data.babi_records(str(tmp_path / "babi.jsonl")) == records
+
+
+def test_evidence_token_counts_bound_every_context_the_collator_sees(tokenizer):
+    records = [*QA, {**QA[0], "context": QA[0]["context"] * 3, "question": "Again?"}]
+    dataset = InstructDataset(records, tokenizer, mode="single", num_distractors=2, curriculum_steps=4)
+    bounds = dataset.evidence_token_counts()
+    lengths = [len(tokenizer(r["context"], add_special_tokens=False)["input_ids"]) for r in records]
+    assert bounds[0] > lengths[0] + sorted(lengths)[-2]  # gold + the two longest others + separators
+    for progress in (0.0, 0.5, 1.0):
+        dataset.set_progress(progress)
+        assert all(len(dataset[i]["context_input_ids"]) <= bound for i, bound in enumerate(bounds))
 
 
 def test_torchrun_two_processes_keep_every_trainable_tensor_identical(tmp_path):

@@ -329,8 +329,8 @@ def test_soak_300_absorb_and_ask_cycles_keep_rss_growth_under_100_mb(server):
 
 
 def test_web_command_serves_the_page(saved_base, shine, tmp_path, monkeypatch):
-    """`peft-shine web --base B --adapter A ...` as parsed and loaded by the console script; only the final blocking
-    launch is made non-blocking so the test can drive the page."""
+    """`peft-shine web --base B --adapter A --share ...` as parsed and loaded by the console script; only the final
+    blocking launch is made non-blocking (and local: `--share` is recorded, not used) so the test can drive the page."""
     import peft_shine.web
     from peft_shine.cli import main
 
@@ -340,11 +340,13 @@ def test_web_command_serves_the_page(saved_base, shine, tmp_path, monkeypatch):
     monkeypatch.setattr(
         peft_shine.web,
         "launch",
-        lambda demo, limits, host, port: launched.append((demo, launch(demo, limits, host, port, block=False))),
+        lambda demo, limits, host, port, share: launched.append((demo, launch(demo, limits, host, port, False), share)),
     )
     port = free_port()
-    main(["web", "--base", str(saved_base), "--adapter", str(adapter), "--port", str(port), "--max-chars", "1000"])
-    demo, url = launched[0]
+    common = ["--base", str(saved_base), "--adapter", str(adapter), "--port", str(port), "--max-chars", "1000"]
+    main(["web", *common, "--share"])
+    demo, url, share = launched[0]
+    assert share  # passed through to Gradio's launch(share=True)
     try:
         assert url == f"http://127.0.0.1:{port}/"
         user = User(url)

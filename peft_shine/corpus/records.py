@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from ..qa_records import require_text
-from ..sources import file_kind, is_hf_dataset, iter_rows, jsonl_lines
+from ..sources import (
+    dataset_split,
+    file_kind,
+    is_dataset_folder,
+    is_hf_dataset,
+    iter_rows,
+    jsonl_lines,
+    looks_like_a_path,
+)
 from .storage import INDEX, MANIFEST, SHARD_DIR
 
 MAX_ID_BYTES = 200  # a document id becomes a folder name (filesystems allow 255 bytes)
@@ -86,28 +94,6 @@ def check_id(value: Any, field: str, where: str) -> str:
     return doc_id
 
 
-def _is_dataset_folder(path: Path) -> bool:
-    """A folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`."""
-    return path.is_dir() and any((path / name).is_file() for name in ("state.json", "dataset_dict.json"))
-
-
-def _dataset_split(dataset: Any, split: str | None, source: str) -> Any:
-    """The Dataset itself, or `split` of a DatasetDict (the only split when there is one)."""
-    if not hasattr(dataset, "keys"):
-        return dataset
-    names = list(dataset.keys())
-    if split is None and len(names) == 1:
-        split = names[0]
-    if split not in names:
-        raise ValueError(f"{source} has the splits {names}; choose one with split= (--split).")
-    return dataset[split]
-
-
-def _looks_like_a_path(source: str) -> bool:
-    """A local path rather than a Hub dataset id ("name" or "owner/name")."""
-    return source.startswith(("/", ".", "~")) or source.count("/") > 1 or source.endswith((".jsonl", ".gz"))
-
-
 def iter_raw_records(source: Any, split: str | None = None) -> Iterator[tuple[str, dict | ValueError]]:
     """(location, record or error) from `source`: a .jsonl / .jsonl.gz path, a `datasets` folder (load_from_disk), a
     Hub dataset id (`datasets.load_dataset(source, split=split)`), a `datasets.Dataset`, or an iterable of dicts."""
@@ -116,21 +102,21 @@ def iter_raw_records(source: Any, split: str | None = None) -> Iterator[tuple[st
         return
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if _is_dataset_folder(path):
+        if is_dataset_folder(path):
             import datasets
 
-            yield from iter_rows(_dataset_split(datasets.load_from_disk(str(path)), split, str(path)))
+            yield from iter_rows(dataset_split(datasets.load_from_disk(str(path)), split, str(path)))
         elif path.is_file():
             if file_kind(path) != "jsonl":
                 raise ValueError(f"{path}: a corpus file must be JSON Lines (.jsonl or .jsonl.gz).")
             yield from jsonl_lines(path)
-        elif path.exists() or _looks_like_a_path(str(source)):
+        elif path.exists() or looks_like_a_path(str(source)):
             raise FileNotFoundError(f"{source}: no such JSON Lines file or `datasets` folder.")
         else:
             import datasets
 
             hub = datasets.load_dataset(str(source), split=split)
-            yield from iter_rows(_dataset_split(hub, split, str(source)))
+            yield from iter_rows(dataset_split(hub, split, str(source)))
         return
     for index, record in enumerate(source):
         where = f"record {index}"

@@ -21,6 +21,7 @@ from peft import PeftModel
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from ..cards import base_weights_of
 from ..model import ShineModel
 from .batching import (
     AbsorbedDocument,
@@ -221,6 +222,7 @@ def absorb_corpus(
             "format": format,
             "fingerprint": fingerprint,
             "base_model_name_or_path": base_model or getattr(shine.model, "name_or_path", None) or None,
+            "base_model_weights": base_weights_of(shine.model),
             "module_paths": {key: path for path, key in shine._target_keys.items()},
             "adapter": adapter_name,
             "world_size": world_size,

@@ -155,7 +155,11 @@ def read_shard_adapter(path: Path, doc_id: str) -> tuple[dict[str, Any], dict[st
 
 
 def absorbed_from_state(
-    state: dict[str, torch.Tensor], module_paths: dict[str, str], info: dict[str, Any], base: str | None
+    state: dict[str, torch.Tensor],
+    module_paths: dict[str, str],
+    info: dict[str, Any],
+    base: str | None,
+    weights: str | None = None,
 ) -> AbsorbedContext:
     """The `AbsorbedContext` of a PEFT LoRA state dict (lora_A (r, in), lora_B (out, r) per module): factors
     A (1, in, r) = lora_A^T, B (1, r, out) = lora_B^T, exactly the tensors `save_pretrained` wrote."""
@@ -169,6 +173,7 @@ def absorbed_from_state(
         module_paths=dict(module_paths),
         context_token_counts=[info["tokens"]],
         base_model_name_or_path=base,
+        base_model_weights=weights,
         num_chunks=[info["chunks"]],
         compression_error=info.get("compression_error"),
     )
@@ -209,7 +214,8 @@ class CorpusReader:
             with safe_open(str(folder / "adapter_model.safetensors"), framework="pt") as tensors:
                 state = {name: tensors.get_tensor(name) for name in tensors.keys()}
             info = entry
-        return absorbed_from_state(state, self.manifest["module_paths"], info, base)
+        weights = self.manifest.get("base_model_weights")
+        return absorbed_from_state(state, self.manifest["module_paths"], info, base, weights)
 
 
 def load_absorbed(directory: str | os.PathLike, doc_id: str) -> AbsorbedContext:

@@ -11,9 +11,10 @@ from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from ..qa_records import validate_qa_record
-from ..tokenization import as_text_list
+from ..tokenization import as_text_list, encode_plain
 from .curriculum import curriculum_context
 from .examples import (
+    DISTRACTOR_SEPARATOR,
     build_multi_qa_example,
     build_pretrain_example,
     build_single_qa_example,
@@ -51,6 +52,10 @@ class PretrainDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def evidence_token_counts(self) -> list[int]:
+        """The longest evidence of each item in plain-text tokens: its whole text (RECON reads all of it)."""
+        return [len(ids) for ids in encode_plain(self.tokenizer, self.texts)]
 
     def __getitem__(self, index: int) -> dict[str, list[int] | str]:
         rng = _item_rng(self.seed, index)
@@ -119,6 +124,21 @@ class InstructDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def evidence_token_counts(self) -> list[int]:
+        """The longest evidence of each item in plain-text tokens: its whole context (where the curriculum ends), and
+        in single mode with distractors the gold context joined with the `num_distractors` longest others."""
+        counts = dict(zip(self.contexts, map(len, encode_plain(self.tokenizer, self.contexts)), strict=True))
+        if not self.num_distractors:
+            return [counts[item["context"]] for item in self.items]
+        separator = len(encode_plain(self.tokenizer, [DISTRACTOR_SEPARATOR])[0])
+        longest = sorted(counts.items(), key=lambda pair: pair[1], reverse=True)[: self.num_distractors + 1]
+
+        def bound(gold: str) -> int:
+            others = [count for context, count in longest if context != gold][: self.num_distractors]
+            return counts[gold] + sum(others) + separator * self.num_distractors
+
+        return [bound(item["context"]) for item in self.items]
 
     def __getitem__(self, index: int) -> dict[str, list[int] | str]:
         rng = _item_rng(self.seed, index)

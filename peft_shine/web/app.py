@@ -199,15 +199,22 @@ def build_app(
 
 
 def launch(
-    demo: gr.Blocks, limits: WebLimits | None = None, host: str = "127.0.0.1", port: int = 7860, block: bool = True
+    demo: gr.Blocks,
+    limits: WebLimits | None = None,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    block: bool = True,
+    share: bool = False,
 ) -> str:
     """Serve `demo` on host:port (Gradio's queue runs up to `limits.concurrency` requests at once; the model takes
-    them in turn). With `block=False` it returns at once (tests). Returns the local URL."""
+    them in turn), and with `share` also through a public gradio.live link. With `block=False` it returns at once
+    (tests). Returns the local URL."""
     limits = limits or WebLimits()
     demo.queue(default_concurrency_limit=limits.concurrency)
     demo.launch(
         server_name=host,
         server_port=port,
+        share=share,
         max_file_size=limits.max_upload_bytes,
         prevent_thread_lock=not block,
         show_error=True,
