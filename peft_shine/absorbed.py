@@ -9,10 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from huggingface_hub import ModelCard
 from peft import LoraConfig
 from safetensors.torch import save_file
 
-from .cards import lora_card
+from .cards import LoraFacts, lora_card
 from .composition import (
     Factors,
     check_weight_count,
@@ -251,10 +252,12 @@ class AbsorbedContext:
         fails).
         """
         self._require_single("save")
-        write_folder_atomically(save_directory, self._write_files, prefix=".shine-export-")
+        write_folder_atomically(save_directory, self.write_files, prefix=".shine-export-")
 
-    def _write_files(self, folder: str) -> None:
-        """The adapter's files (weights, config, context summary, model card) into `folder`."""
+    def write_files(self, folder: str | os.PathLike, card: ModelCard | None = None) -> None:
+        """The adapter's files into the existing `folder`, as they are (no staging; `save_pretrained` stages): weights,
+        config, context summary (`shine_context.json`) and the model card (`card`, default `lora_card`)."""
+        folder = os.fspath(folder)
         save_file(self.lora_state_dict(), os.path.join(folder, "adapter_model.safetensors"), {"format": "pt"})
         self.lora_config().save_pretrained(folder)
         _sort_target_modules(os.path.join(folder, "adapter_config.json"))
@@ -268,7 +271,19 @@ class AbsorbedContext:
                 },
                 f,
             )
-        lora_card(self).save(os.path.join(folder, "README.md"))
+        (card or lora_card(self.card_facts())).save(os.path.join(folder, "README.md"))
+
+    def card_facts(self) -> LoraFacts:
+        """What the model card of this (single-context) adapter says."""
+        self._require_single("describe")
+        return LoraFacts(
+            rank=self.rank,
+            base=self.base_model_name_or_path,
+            base_weights=self.base_model_weights,
+            context_tokens=self.context_token_counts[0],
+            num_chunks=self.num_chunks[0],
+            compression_error=self.compression_error,
+        )
 
     def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None, **kwargs) -> str:
         """Upload the exported plain LoRA adapter to the Hub; returns the commit URL."""

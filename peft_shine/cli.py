@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .defaults import DEFAULT_ADAPTER_DIR, fetch_default_gguf, load_base, load_default, load_shine
 from .evaluation import evaluate, generate_answers, load_eval_records, markdown_table, save_results
+from .options import AbsorbOptions
 from .tokenization import ICL_TEMPLATE
 
 LOAD_ERRORS = (OSError, ValueError, KeyError, ImportError)
@@ -166,13 +167,16 @@ def run_eval(args: argparse.Namespace) -> None:
     print(markdown_table(results))
 
 
+def absorb_options(args: argparse.Namespace) -> AbsorbOptions:
+    """The absorb choices of the command line (`--chunk-combination`, `--max-rank`); the rest from the adapter."""
+    rank = {} if args.max_rank is None else {"max_lora_rank": args.max_rank}
+    return AbsorbOptions().with_overrides(chunk_combination=args.chunk_combination, **rank)
+
+
 def run_absorb(args: argparse.Namespace) -> None:
     texts = [read_text_file(path) for path in args.files]
     model, _ = load_shine_model(args)
-    options = {"chunk_combination": args.chunk_combination}
-    if args.max_rank is not None:
-        options["max_lora_rank"] = args.max_rank
-    absorbed = model.absorb_context(texts, compose=args.compose, **options)
+    absorbed = model.absorb_context(texts, compose=args.compose, options=absorb_options(args))
     output = Path(args.output)
     names = ["+".join(Path(p).stem for p in args.files)] if args.compose else [Path(p).stem for p in args.files]
     for index, name in enumerate(names):
@@ -191,8 +195,6 @@ def run_absorb_corpus(args: argparse.Namespace) -> None:
     from .corpus import absorb_corpus
 
     model, _ = load_shine_model(args)
-    if args.chunk_combination is not None:
-        model.peft_config[model.active_adapter].chunk_combination = args.chunk_combination
     default = args.base is None and args.adapter is None
     try:
         summary = absorb_corpus(
@@ -206,7 +208,7 @@ def run_absorb_corpus(args: argparse.Namespace) -> None:
             batch_size=args.batch_size,
             window=args.window,
             shard_size=args.shard_size,
-            max_rank=args.max_rank,
+            options=absorb_options(args),
             on_error=args.on_error,
             adapter_name="peft-shine default hypernetwork" if default else args.adapter or "peft-shine default",
         )

@@ -9,19 +9,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .checkpointing import install_checkpoint_replay
 from .hypernetwork import LoraFactors, ShineHypernetwork
-from .layer import ShineLinear, ShineRuntime, ShineState
-from .structure import with_state_replay
-
-
-def install_checkpoint_replay(layers: nn.ModuleList, runtime: ShineRuntime) -> None:
-    """Make activation checkpointing of the decoder layers replay under the SHINE state each layer first ran with,
-    the layer's generated factors passed to the checkpoint as inputs (`structure.with_state_replay`)."""
-    for layer in layers:
-        func = getattr(layer, "_gradient_checkpointing_func", None)
-        if getattr(layer, "gradient_checkpointing", False) and not getattr(func, "shine_replays_state", False):
-            keys = [module.key for module in layer.modules() if isinstance(module, ShineLinear)]
-            layer._gradient_checkpointing_func = with_state_replay(func, runtime, keys)
+from .layer import ShineRuntime, ShineState
 
 
 def encode_position_ids(attention_mask: torch.Tensor, rule: str) -> torch.Tensor:

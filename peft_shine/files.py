@@ -10,13 +10,16 @@ from pathlib import Path
 
 
 def write_folder_atomically(
-    target: str | os.PathLike, write: Callable[[str], None], prefix: str = ".shine-staging-"
+    target: str | os.PathLike,
+    write: Callable[[str], None],
+    prefix: str = ".shine-staging-",
+    aside_prefix: str = ".shine-replaced-",
 ) -> None:
     """Call `write(staging)` to fill a temporary folder next to `target`, then move it to `target`.
 
     An interrupted write never leaves a half-written folder at `target`; an existing `target` is renamed aside first
     and deleted only once the new one is in place (restored if the move fails). The new folder gets the permissions
-    the umask allows (`make_readable`). `prefix` names the staging folder (".shine-replaced-" the set-aside one)."""
+    the umask allows (`make_readable`). `prefix` and `aside_prefix` name the staging and the set-aside folders."""
     target = os.fspath(target)
     parent = os.path.dirname(os.path.abspath(target))
     os.makedirs(parent, exist_ok=True)
@@ -26,7 +29,7 @@ def write_folder_atomically(
         write(staging)
         make_readable(staging)
         if os.path.isdir(target):
-            replaced = tempfile.mkdtemp(prefix=".shine-replaced-", dir=parent)
+            replaced = tempfile.mkdtemp(prefix=aside_prefix, dir=parent)
             os.replace(target, replaced)
         os.replace(staging, target)
     finally:

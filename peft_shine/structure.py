@@ -1,5 +1,5 @@
-"""Where SHINE acts inside a transformers causal LM: the decoder layers, the linear projections of each layer that
-receive a generated LoRA, and activation checkpointing that replays a layer under the SHINE state it first ran with.
+"""Where SHINE acts inside a transformers causal LM: the decoder layers and the linear projections of each layer that
+receive a generated LoRA.
 
 Target selection follows PEFT's meaning of the LoRA options (`peft.tuners.tuners_utils.check_target_module_exists`),
 applied to full module names of the base model such as `"model.layers.3.mlp.down_proj"`:
@@ -19,7 +19,6 @@ must be an `nn.Linear` inside a decoder layer. `resolve_targets` checks this and
 
 from __future__ import annotations
 
-import functools
 import re
 import warnings
 from collections.abc import Collection, Sequence
@@ -28,8 +27,6 @@ from dataclasses import dataclass
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from transformers import PretrainedConfig
-
-from .layer import ShineRuntime, ShineState
 
 ALL_LINEAR = "all-linear"
 TargetModules = str | Collection[str] | None
@@ -276,31 +273,3 @@ def resolve_targets(
         )
     all_layers = targeted == tuple(range(len(layers)))
     return DecoderStructure(layers_path, layers, dict(reference), None if all_layers else targeted)
-
-
-def with_state_replay(checkpoint_func, runtime: ShineRuntime, keys: Collection[str] = ()):
-    """Wrap a layer's activation-checkpoint function so that the backward replay runs under the SHINE state the layer
-    first ran with (the state changes between the encode and answer passes of one training step).
-
-    The generated factors of the layer's modules (`keys`) go to the checkpoint as inputs, not read from the state:
-    reentrant checkpointing (`use_reentrant=True`) replays on detached inputs and hands their gradients back, so the
-    gradient reaches the hypernetwork once, through the outer graph (read from the state, the replay would run its own
-    backward through the hypernetwork and the encode pass, which the outer backward then meets freed)."""
-
-    @functools.wraps(checkpoint_func)
-    def checkpoint_with_state(function, *args, **kwargs):
-        state = runtime.state
-        used = [key for key in keys if key in state.factors]
-        factors = [tensor for key in used for tensor in state.factors[key]]  # A, B of each key in turn
-        num_args = len(args)
-
-        def replay(*inner_args, **inner_kwargs):
-            inner_factors = inner_args[num_args:]
-            replayed = {key: (inner_factors[2 * i], inner_factors[2 * i + 1]) for i, key in enumerate(used)}
-            with runtime.using(ShineState(state.mode, {**state.factors, **replayed})):
-                return function(*inner_args[:num_args], **inner_kwargs)
-
-        return checkpoint_func(replay, *args, *factors, **kwargs)
-
-    checkpoint_with_state.shine_replays_state = True
-    return checkpoint_with_state

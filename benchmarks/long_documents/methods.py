@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,7 @@ from transformers import PreTrainedTokenizerBase
 from benchmarks.common import Subject
 from benchmarks.long_documents.documents import Document
 from peft_shine.evaluation import EvalSettings, run_icl, run_none, timed
+from peft_shine.options import AbsorbOptions
 from peft_shine.tokenization import icl_prompt, question_prompt_ids
 
 METHODS = ("none", "icl", "shine_chunked", "shine_compressed")
@@ -109,37 +109,22 @@ class Answers:
     icl_fits: list[IclFit] | None = None
 
 
-@contextmanager
-def shine_options(model: PeftModel, **values: Any) -> Iterator[None]:
-    """Set `ShineConfig` fields (here only `max_context_tokens`, a benchmark setting) for the block and restore them."""
-    config = model.base_model.shine_config
-    previous = {name: getattr(config, name) for name in values}
-    for name, value in values.items():
-        setattr(config, name, value)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            setattr(config, name, value)
-
-
-def absorb_options(bench: Bench, method: str) -> dict[str, Any]:
-    """The `absorb_context` keyword arguments a SHINE method runs with."""
-    return {
-        "context_overflow": "chunk",
-        "chunk_combination": bench.settings.chunk_combination,
-        "max_lora_rank": bench.settings.max_rank if method == "shine_compressed" else None,
-    }
+def absorb_options(bench: Bench, method: str) -> AbsorbOptions:
+    """The absorb options a SHINE method runs with (the chunk size: the benchmark's, default the adapter's)."""
+    return AbsorbOptions().with_overrides(
+        max_context_tokens=bench.settings.max_context_tokens,
+        context_overflow="chunk",
+        chunk_combination=bench.settings.chunk_combination,
+        max_lora_rank=bench.settings.max_rank if method == "shine_compressed" else None,
+    )
 
 
 def answer_absorbed(bench: Bench, method: str, document: Document, questions: Sequence[str]) -> Answers:
     """Absorb the document (timed, synchronised) under the method's options, then ask the questions alone."""
     model, tokenizer, settings = bench.model, bench.tokenizer, bench.settings
-    chunk_size = {} if settings.max_context_tokens is None else {"max_context_tokens": settings.max_context_tokens}
-    with shine_options(model, **chunk_size):  # the chunk size is the adapter's encoder limit, not an absorb option
-        absorbed, adapt_seconds = timed(
-            bench.device, model.absorb_context, document.text, tokenizer=tokenizer, **absorb_options(bench, method)
-        )
+    absorbed, adapt_seconds = timed(
+        bench.device, model.absorb_context, document.text, tokenizer=tokenizer, options=absorb_options(bench, method)
+    )
     predictions, generate_seconds = [], 0.0
     try:
         for start in range(0, len(questions), settings.batch_size):

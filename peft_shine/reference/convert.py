@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoTokenizer
 
-from ..cards import reference_card
+from ..cards import HypernetworkFacts, reference_card
 from ..config import ShineConfig
 from ..files import write_folder_atomically
 from ..structure import DecoderStructure
@@ -90,9 +90,9 @@ def convert_reference(
             {"format": "pt"},
         )
         config.save_pretrained(staging)
-        reference_card(config, str(source), revision, checkpoint.trainer_state, license_of(folder)).save(
-            os.path.join(staging, "README.md")
-        )
+        reference_card(
+            HypernetworkFacts.of(config), str(source), revision, checkpoint.trainer_state, license_of(folder)
+        ).save(os.path.join(staging, "README.md"))
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
 
