@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import HfArgumentParser, Trainer, TrainingArguments
 
 from peft_shine.data import InstructDataset, ShineDataCollator, load_qa_records
 from peft_shine.defaults import load_base
@@ -26,6 +26,7 @@ from peft_shine.training import (
     ShineArguments,
     build_shine_model,
     check_context_lengths,
+    data_parallel_on_cpu_without_gpu,
     train_and_save,
 )
 
@@ -56,7 +57,8 @@ class ObjectiveArguments:
         return {"ce": 0.0, "distill": 1.0, "mix": self.distill_weight}[self.loss]
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> Trainer:
+    data_parallel_on_cpu_without_gpu()  # torchrun / accelerate launch without a GPU: one DDP run on CPU, not N
     parser = HfArgumentParser(
         (
             ModelArguments,
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     if eval_dataset is not None:
         check_context_lengths(eval_dataset.evidence_token_counts(), config, "evaluation")
     collator = ShineDataCollator(tokenizer, config.max_context_tokens, config.context_overflow)
-    train_and_save(
+    return train_and_save(
         model,
         training_args,
         train_dataset,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import HfArgumentParser, Trainer, TrainingArguments
 
 from peft_shine.data import PretrainDataset, ShineDataCollator, load_texts
 from peft_shine.defaults import load_base
@@ -23,6 +23,7 @@ from peft_shine.training import (
     ShineArguments,
     build_shine_model,
     check_context_lengths,
+    data_parallel_on_cpu_without_gpu,
     train_and_save,
 )
 
@@ -34,7 +35,8 @@ class PretrainDataArguments(DataFileArguments):
     pack_tokens: int | None = field(default=None, metadata={"help": "Pack short texts up to this many tokens."})
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> Trainer:
+    data_parallel_on_cpu_without_gpu()  # torchrun / accelerate launch without a GPU: one DDP run on CPU, not N
     parser = HfArgumentParser(
         (ModelArguments, PretrainDataArguments, ShineArguments, ScheduleArguments, TrainingArguments)
     )
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     if eval_dataset is not None:
         check_context_lengths(eval_dataset.evidence_token_counts(), config, "evaluation")
     collator = ShineDataCollator(tokenizer, config.max_context_tokens, config.context_overflow)
-    train_and_save(
+    return train_and_save(
         model,
         training_args,
         train_dataset,

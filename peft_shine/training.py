@@ -4,11 +4,14 @@ and drives the context-length curriculum."""
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import torch
 from peft import PeftModel
 from transformers import (
     PreTrainedModel,
@@ -22,6 +25,8 @@ from .config import ShineConfig, check_choice
 from .defaults import shine_model
 from .objective import ShineLoss
 from .sources import Sources, load_dataset_source
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -296,6 +301,43 @@ def check_training_arguments(args: TrainingArguments) -> None:
         )
 
 
+def has_accelerator() -> bool:
+    """Whether PyTorch sees a GPU (or another accelerator) on this machine."""
+    accelerator = getattr(torch, "accelerator", None)
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+
+
+def data_parallel_on_cpu_without_gpu() -> bool:
+    """Under `torchrun` / `accelerate launch` (WORLD_SIZE > 1) on a machine without a GPU, make the run one
+    data-parallel training on CPU (gloo) by setting `ACCELERATE_USE_CPU=true`, as `accelerate launch` does for a
+    `use_cpu: true` config. Without it transformers initialises the process group but trains WORLD_SIZE independent
+    copies into one output_dir ("process group is initialized, but parallel_mode != ParallelMode.DISTRIBUTED").
+    Call it before `TrainingArguments` are created (they set up the devices). Returns whether it switched."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    already = os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes")
+    if world_size <= 1 or has_accelerator() or already:
+        return False
+    os.environ["ACCELERATE_USE_CPU"] = "true"
+    if os.environ.get("RANK", "0") == "0":
+        logger.warning("No GPU: data-parallel training on CPU over %d processes (gloo).", world_size)
+    return True
+
+
+def check_data_parallel(args: TrainingArguments) -> None:
+    """Raise ValueError when the process group is up but transformers will not train data-parallel (N separate
+    trainings into one output_dir): `torchrun` on a machine without a GPU with TrainingArguments made without
+    `use_cpu=True`."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if distributed and args.parallel_mode.value != "distributed":
+        raise ValueError(
+            f"{torch.distributed.get_world_size()} processes were launched, but transformers would train "
+            f"{torch.distributed.get_world_size()} independent copies into one output_dir (parallel_mode "
+            f"{args.parallel_mode.value}): on a machine without a GPU, create TrainingArguments with use_cpu=True "
+            "(or call peft_shine.training.data_parallel_on_cpu_without_gpu() before creating them; the example "
+            "scripts do)."
+        )
+
+
 def pin_memory_for_device(args: TrainingArguments) -> None:
     """Pin batch memory only when training on an accelerator: on a CPU-only run pinning does nothing and PyTorch's
     DataLoader warns on every run ("'pin_memory' argument is set as true but no accelerator is found")."""
@@ -316,6 +358,7 @@ def train_and_save(
     """Train with a stock `Trainer` (loss: `ShineLoss(model, distill_weight)` as its `compute_loss_func`), save the
     adapter (+ tokenizer) and `trainer_state.json` to `output_dir`, push if asked."""
     check_training_arguments(training_args)
+    check_data_parallel(training_args)
     pin_memory_for_device(training_args)
     loss = ShineLoss(model, distill_weight)
     trainer = Trainer(

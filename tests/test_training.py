@@ -363,6 +363,36 @@ def test_evidence_token_counts_bound_every_context_the_collator_sees(tokenizer):
         assert all(len(dataset[i]["context_input_ids"]) <= bound for i, bound in enumerate(bounds))
 
 
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_the_documented_launch_on_cpu_is_one_data_parallel_run(launcher, saved_base, tmp_path):
+    """`torchrun --nproc_per_node 2 examples/instruct.py ...` and `accelerate launch --config_file
+    examples/accelerate/cpu_ddp.yaml examples/instruct.py ...` without --use_cpu on a machine without a GPU: one
+    run (the global batch spans both processes) whose weights are identical on both ranks and have moved. Before:
+    two independent trainings into one output_dir."""
+    if launcher == "torchrun":
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    else:
+        config = ROOT / "examples" / "accelerate" / "cpu_ddp.yaml"
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
+        command += ["--main_process_port", "29534"]
+    data = write_jsonl(tmp_path / "qa.jsonl", QA)  # 4 contexts: one step of 2 per process is one epoch
+    script = [str(ROOT / "tests" / "example_ddp_worker.py"), *instruct_args(saved_base, data, tmp_path / "run")]
+    script = [a for a in script if a not in ("--use_cpu", "true")]
+    script += ["--lora_rank", "2", "--m2p_layers", "2", "--logging_steps", "1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("ACCELERATE_USE_CPU", None)
+    result = subprocess.run([*command, *script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    if torch.cuda.is_available():
+        pytest.skip("a GPU machine trains on its GPUs; this checks the CPU fallback")
+    runs = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert runs == [{"parallel_mode": "distributed", "world_size": 2}] * 2
+    first = [e for e in json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    assert first[0]["epoch"] == 1.0 and first[0]["grad_norm"] > 0  # 4 contexts in one step: 2 per process
+    ranks = [load_file(tmp_path / f"rank{r}.safetensors") for r in (0, 1)]
+    assert ranks[0].keys() == ranks[1].keys() and all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
+
+
 def test_torchrun_two_processes_keep_every_trainable_tensor_identical(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = [
