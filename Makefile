@@ -4,8 +4,10 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-# PyTorch's CPU-only builds; `make TORCH_INDEX= test` leaves torch to pip's own indexes.
-TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# Where torch comes from: pip's own indexes by default (our machines and CI hold the CPU build of torch 2.13.0; an
+# unreachable extra index costs minutes of retries there). On a machine whose pip would fetch a CUDA build, use
+# PyTorch's CPU-only builds: `make TORCH_INDEX=https://download.pytorch.org/whl/cpu test`.
+TORCH_INDEX ?=
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
