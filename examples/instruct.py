@@ -17,7 +17,6 @@ from typing import Literal
 
 from transformers import HfArgumentParser, Trainer, TrainingArguments
 
-from peft_shine.data import InstructDataset, ShineDataCollator, load_qa_records
 from peft_shine.defaults import load_base
 from peft_shine.training import (
     DataFileArguments,
@@ -29,6 +28,7 @@ from peft_shine.training import (
     data_parallel_on_cpu_without_gpu,
     train_and_save,
 )
+from peft_shine.training.data import InstructDataset, ShineDataCollator, load_qa_records
 
 
 @dataclass

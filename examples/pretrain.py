@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser, Trainer, TrainingArguments
 
-from peft_shine.data import PretrainDataset, ShineDataCollator, load_texts
 from peft_shine.defaults import load_base
 from peft_shine.training import (
     DataFileArguments,
@@ -26,6 +25,7 @@ from peft_shine.training import (
     data_parallel_on_cpu_without_gpu,
     train_and_save,
 )
+from peft_shine.training.data import PretrainDataset, ShineDataCollator, load_texts
 
 
 @dataclass

@@ -8,12 +8,10 @@ from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPIN
 
 from .absorbed import AbsorbedContext
 from .config import SHINE_PEFT_TYPE, ShineConfig
-from .corpus import absorb_corpus, load_absorbed
 from .defaults import load_default, load_shine
 from .hypernetwork import ShineHypernetwork, SlicingPlan, context_variance_share
 from .layer import ShineLinear
 from .model import ShineModel
-from .objective import ShineLoss
 from .options import AbsorbOptions
 
 
@@ -25,6 +23,23 @@ def _register_with_peft() -> None:
 
 
 _register_with_peft()
+
+_LAZY = {  # loaded on first use: `import peft_shine` loads the core only, not training or corpus code
+    "ShineLoss": ("peft_shine.training.objective", "ShineLoss"),
+    "absorb_corpus": ("peft_shine.corpus", "absorb_corpus"),
+    "load_absorbed": ("peft_shine.corpus", "load_absorbed"),
+}
+
+
+def __getattr__(name: str):
+    """`from peft_shine import ShineLoss` (and the corpus functions) without loading them at `import peft_shine`."""
+    if name in _LAZY:
+        import importlib
+
+        module, attribute = _LAZY[name]
+        return getattr(importlib.import_module(module), attribute)
+    raise AttributeError(f"module 'peft_shine' has no attribute {name!r}")
+
 
 __all__ = [
     "AbsorbOptions",

@@ -14,10 +14,10 @@ def missing_contexts_error(what: str) -> ValueError:
         f"A SHINE model trains through the contexts it reads, but {what} and no context_input_ids: the loss would "
         "reach no trainable SHINE parameter (grad_norm 0, nothing learns). Give every training batch "
         "context_input_ids (B_ctx, T) and context_attention_mask: build the examples with "
-        "peft_shine.data.InstructDataset or PretrainDataset and batch them with peft_shine.data.ShineDataCollator "
-        "(Trainer(..., remove_unused_columns=False)), or train with TRL through peft_shine.sft.ShineSFTTrainer and a "
-        "'context' column (docs/training.md). For the base model's loss without contexts, call the model under "
-        "model.eval() or torch.no_grad()."
+        "peft_shine.training.data.InstructDataset or PretrainDataset and batch them with "
+        "peft_shine.training.data.ShineDataCollator (Trainer(..., remove_unused_columns=False)), or train with TRL "
+        "through peft_shine.training.sft.ShineSFTTrainer and a 'context' column (docs/training.md). For the base "
+        "model's loss without contexts, call the model under model.eval() or torch.no_grad()."
     )
 
 

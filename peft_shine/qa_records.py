@@ -1,4 +1,4 @@
-"""Context-QA records: the one validator and loader behind training data (`peft_shine.data`) and evaluation
+"""Context-QA records: the one validator and loader behind training data (`peft_shine.training.data`) and evaluation
 (`peft_shine.evaluation`), so both accept the same files with the same rules and messages.
 
 A valid record has a non-empty string `context` and `question` and `answers`: a non-empty list of non-empty strings

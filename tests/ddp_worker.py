@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import save_file
 from transformers import Trainer, TrainingArguments
 
-from peft_shine.data import InstructDataset, ShineDataCollator
-from peft_shine.objective import ShineLoss
 from peft_shine.training import ShineTrainingCallback
+from peft_shine.training.data import InstructDataset, ShineDataCollator
+from peft_shine.training.objective import ShineLoss
 from tests.helpers import build_shine, build_tokenizer
 
 QA = [

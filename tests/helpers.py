@@ -123,9 +123,9 @@ def train(tokenizer, tmp_path, steps, lr=1e-2, **overrides):
     `TrainingArguments`."""
     from transformers import Trainer, TrainingArguments
 
-    from peft_shine.data import InstructDataset, ShineDataCollator
-    from peft_shine.objective import ShineLoss
     from peft_shine.training import ShineTrainingCallback
+    from peft_shine.training.data import InstructDataset, ShineDataCollator
+    from peft_shine.training.objective import ShineLoss
 
     model = build_shine(vocab_size=len(tokenizer)).train()
     with torch.no_grad():  # a random tiny base has near-uniform logits; a sharper head lets the adapter matter

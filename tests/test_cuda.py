@@ -7,8 +7,8 @@ import torch
 from peft import PeftModel
 from transformers import Trainer, TrainingArguments
 
-from peft_shine.data import InstructDataset, ShineDataCollator
 from peft_shine.training import ShineTrainingCallback
+from peft_shine.training.data import InstructDataset, ShineDataCollator
 from tests.helpers import CONTEXTS, build_model, build_shine
 
 pytestmark = pytest.mark.skipif(

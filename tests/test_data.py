@@ -9,7 +9,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from peft_shine.data import (
+from peft_shine.tokenization import question_prompt_ids
+from peft_shine.training import ShineTrainingCallback
+from peft_shine.training.data import (
     COMP_INSTRUCTION,
     IGNORE_INDEX,
     RECON_INSTRUCTION,
@@ -27,8 +29,6 @@ from peft_shine.data import (
     pack_texts,
     short_context,
 )
-from peft_shine.tokenization import question_prompt_ids
-from peft_shine.training import ShineTrainingCallback
 from tests.helpers import write_jsonl
 
 EOT = "<|im_end|>\n"

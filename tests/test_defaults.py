@@ -252,13 +252,14 @@ def test_missing_gguf_extra_error_names_the_install_command(monkeypatch, tmp_pat
     assert not list(tmp_path.iterdir())
 
 
-def test_core_import_needs_neither_gguf_nor_the_training_data_code():
+def test_core_import_needs_neither_gguf_nor_training_evaluation_corpus_web_or_cli_code():
     import subprocess
     import sys
 
+    layers = ("peft_shine.training", "peft_shine.evaluation", "peft_shine.corpus", "peft_shine.web", "peft_shine.cli")
     code = (
         "import sys; sys.modules['gguf'] = None; import peft_shine; "
-        "print(sorted(m for m in sys.modules if m.startswith('peft_shine.data') or m == 'gguf' and sys.modules[m]))"
+        f"print(sorted(m for m in sys.modules if m.startswith({layers!r}) or m == 'gguf' and sys.modules[m]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

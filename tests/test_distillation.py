@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from peft_shine.data import IGNORE_INDEX, InstructDataset, ShineDataCollator, short_context
-from peft_shine.distillation import answer_token_kl
-from peft_shine.objective import ShineLoss
 from peft_shine.tokenization import ICL_TEMPLATE
+from peft_shine.training.data import IGNORE_INDEX, InstructDataset, ShineDataCollator, short_context
+from peft_shine.training.distillation import answer_token_kl
+from peft_shine.training.objective import ShineLoss
 from tests.helpers import QA, ROOT, build_model, build_shine, write_jsonl
 
 MULTI = [

@@ -17,9 +17,9 @@ from safetensors.torch import load_file
 from transformers.trainer_utils import get_last_checkpoint
 
 from peft_shine import ShineConfig, ShineLinear  # importing peft_shine registers SHINE with PEFT
-from peft_shine.data import InstructDataset, PretrainDataset
 from peft_shine.evaluation import load_eval_records
 from peft_shine.tokenization import encode_plain, question_prompt_ids
+from peft_shine.training.data import InstructDataset, PretrainDataset
 from tests.helpers import CONTEXTS, ROOT, build_model, build_shine, train
 from tests.resume_worker import SAVE_STEPS, STEPS, run
 

@@ -5,7 +5,6 @@ import torch
 from peft import get_peft_model
 
 from peft_shine import ShineConfig
-from peft_shine.answer_likelihood import answer_log_likelihoods
 from peft_shine.evaluation import (
     MethodRun,
     bootstrap_ci,
@@ -27,6 +26,7 @@ from peft_shine.evaluation import (
     summarize_run,
     train_on_context,
 )
+from peft_shine.evaluation.answer_likelihood import answer_log_likelihoods
 from peft_shine.tokenization import ICL_SHORT_TEMPLATE, question_prompt_ids
 from tests.helpers import build_model, write_jsonl
 

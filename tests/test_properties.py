@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peft_shine.absorbed import AbsorbedContext
-from peft_shine.data import IGNORE_INDEX, build_single_qa_example
 from peft_shine.hypernetwork import SlicingPlan, module_key
+from peft_shine.training.data import IGNORE_INDEX, build_single_qa_example
 from tests.helpers import build_tokenizer
 
 TOKENIZER = build_tokenizer()

@@ -12,8 +12,8 @@ from peft import PeftModel  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 from peft_shine import ShineConfig  # noqa: E402
-from peft_shine.data import InstructDataset, ShineDataCollator  # noqa: E402
-from peft_shine.sft import ShineSFTCollator, ShineSFTTrainer  # noqa: E402
+from peft_shine.training.data import InstructDataset, ShineDataCollator  # noqa: E402
+from peft_shine.training.sft import ShineSFTCollator, ShineSFTTrainer  # noqa: E402
 from tests.helpers import QA, SMALL_SHINE, build_model, build_shine  # noqa: E402
 
 

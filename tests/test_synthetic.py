@@ -2,9 +2,9 @@
 
 import json
 
-from peft_shine.data import load_qa_records, load_texts
 from peft_shine.evaluation import normalize_answer
-from peft_shine.synthetic import main, synthetic_records
+from peft_shine.training.data import load_qa_records, load_texts
+from peft_shine.training.synthetic import main, synthetic_records
 
 
 def test_records_are_deterministic_per_seed_and_differ_across_seeds():

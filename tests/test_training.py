@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainingArguments
 
-from peft_shine.data import InstructDataset, ShineDataCollator
-from peft_shine.objective import ShineLoss
 from peft_shine.training import ShineTrainingCallback, check_training_arguments
+from peft_shine.training.data import InstructDataset, ShineDataCollator
+from peft_shine.training.objective import ShineLoss
 from tests.helpers import QA, ROOT, build_shine, train, write_jsonl
 
 
@@ -236,7 +236,7 @@ def test_continuing_from_an_adapter_applies_the_context_options(saved_base, tmp_
 
     data = write_jsonl(tmp_path / "qa.jsonl", QA)
     instruct.main(instruct_args(saved_base, data, tmp_path / "stage1", "--lora_rank", "2", "--m2p_layers", "2"))
-    assert json.loads((tmp_path / "stage1" / "adapter_config.json").read_text())["max_context_tokens"] == 1024
+    assert json.loads((tmp_path / "stage1" / "adapter_config.json").read_text())["max_context_tokens"] == 2048
     stage2 = ["--adapter_name_or_path", str(tmp_path / "stage1"), "--max_context_tokens", "6"]
     with pytest.raises(ValueError, match="4 of 4 training items .* longer than max_context_tokens=6"):
         instruct.main(instruct_args(saved_base, data, tmp_path / "stage2", *stage2))  # before: options ignored
@@ -418,3 +418,39 @@ def test_torchrun_two_processes_keep_every_trainable_tensor_identical(tmp_path):
     for name in names:
         assert torch.equal(after[0][name], after[1][name]), name
         assert not torch.equal(after[0][name], before[name]), name
+
+
+def test_shine_arguments_cannot_drift_from_shine_config():
+    """ShineArguments is generated from ShineConfig: same names and help, and a new adapter from no flags is exactly
+    ShineConfig's defaults; every user-set ShineConfig field is on the command line or deliberately left off."""
+    import dataclasses
+
+    from peft import PeftConfig
+    from transformers import HfArgumentParser
+
+    from peft_shine import ShineConfig
+    from peft_shine.training import ARGUMENT_TYPES, ShineArguments
+
+    config_fields = {f.name: f for f in dataclasses.fields(ShineConfig)}
+    for field in dataclasses.fields(ShineArguments):
+        assert field.metadata["help"].startswith(config_fields[field.name].metadata["help"])
+    (parsed,) = HfArgumentParser(ShineArguments).parse_args_into_dataclasses(args=[])
+    new, default = parsed.to_config(), ShineConfig()
+    assert all(getattr(new, name) == getattr(default, name) for name in ARGUMENT_TYPES)
+    left_off = {  # set per absorb (AbsorbOptions), recorded from the base, or PEFT's own
+        "exclude_modules",
+        "layers_to_transform",
+        "layers_pattern",
+        "chunk_combination",
+        "chunk_overlap_tokens",
+        "chunk_batch_size",
+        "max_lora_rank",
+        "init_weights",
+        "base_model_type",
+        "base_hidden_size",
+        "base_num_layers",
+        "target_module_shapes",
+        "base_model_weights",
+    }
+    own = {f.name for f in dataclasses.fields(ShineConfig)} - {f.name for f in dataclasses.fields(PeftConfig)}
+    assert own - left_off == set(ARGUMENT_TYPES)

@@ -13,7 +13,7 @@ import json
 import random
 from pathlib import Path
 
-from peft_shine.data import load_qa_records
+from peft_shine.training.data import load_qa_records
 
 
 def distinct_paragraphs(squad_dev: str, count: int, seed: int) -> list[dict[str, str]]:

@@ -5,8 +5,8 @@
 
 Writes `squad_dev.jsonl` (seeded sample of `--size` questions), `squad_dev_sentence.jsonl` (the same questions with
 only the answer's sentence as context), `babi_test.jsonl` (seeded sample across all 20 tasks) and `synthetic.jsonl`
-(the first `--size` questions about invented documents of `peft_shine.synthetic` with seed 1000, a seed no training
-recipe here uses: answers the base cannot know).
+(the first `--size` questions about invented documents of `peft_shine.training.synthetic` with seed 1000, a seed no
+training recipe here uses: answers the base cannot know).
 """
 
 import argparse
@@ -14,8 +14,8 @@ import json
 import random
 from pathlib import Path
 
-from peft_shine.data import load_qa_records, short_context
-from peft_shine.synthetic import synthetic_records
+from peft_shine.training.data import load_qa_records, short_context
+from peft_shine.training.synthetic import synthetic_records
 
 SYNTHETIC_SEED = 1000
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from throughput import add_recipe_arguments, recipe_model_and_data  # the script beside this one
 
-from peft_shine.data import ShineDataCollator
+from peft_shine.training.data import ShineDataCollator
 
 
 def step(model, batch, bf16: bool) -> tuple[float, float]:

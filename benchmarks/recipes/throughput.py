@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from peft_shine.data import InstructDataset, ShineDataCollator, load_qa_records
 from peft_shine.defaults import load_default_base
 from peft_shine.training import ShineArguments, ShineTrainingCallback, build_shine_model
+from peft_shine.training.data import InstructDataset, ShineDataCollator, load_qa_records
 
 
 class StepTimer(TrainerCallback):

@@ -22,11 +22,11 @@ import json
 import random
 from pathlib import Path
 
-from peft_shine.data import load_qa_records
 from peft_shine.defaults import load_default_base
 from peft_shine.qa_records import validate_qa_record
 from peft_shine.sources import load_dataset_source
 from peft_shine.tokenization import encode_plain, sentence_spans
+from peft_shine.training.data import load_qa_records
 
 
 def squad_records(source: str) -> list[dict]:

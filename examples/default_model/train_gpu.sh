@@ -20,8 +20,8 @@ $PY examples/default_model/prepare_data.py --squad_train .gpu/data/squad_train.j
   --babi_train .gpu/data/babi_train.jsonl.gz --output_dir "$RUN/data"
 FILES="$RUN/data/instruct.jsonl"; TEXTS="$RUN/data/pretrain_sentences.jsonl"
 if [ "$SYNTHETIC" != 0 ]; then
-  $PY -m peft_shine.synthetic --output "$RUN/data/synthetic.jsonl" --documents "$SYNTHETIC" --seed 0
-  $PY -m peft_shine.synthetic --output "$RUN/data/synthetic_texts.jsonl" --documents "$SYNTHETIC" --seed 0 --texts
+  $PY -m peft_shine.training.synthetic --output "$RUN/data/synthetic.jsonl" --documents "$SYNTHETIC" --seed 0
+  $PY -m peft_shine.training.synthetic --output "$RUN/data/synthetic_texts.jsonl" --documents "$SYNTHETIC" --seed 0 --texts
   FILES="$FILES,$RUN/data/synthetic.jsonl"; TEXTS="$TEXTS,$RUN/data/synthetic_texts.jsonl"
 fi
 RECIPE=$(grep -v '^#' examples/default_model/recipe.args | tr '\n' ' ')

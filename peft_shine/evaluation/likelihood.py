@@ -1,5 +1,5 @@
-"""Teacher-forced answer likelihood per method (see `peft_shine.answer_likelihood`): none and icl with no context
-absorbed, shine with each record's context absorbed."""
+"""Teacher-forced answer likelihood per method (see `answer_likelihood.py`): none and icl with no context absorbed,
+shine with each record's context absorbed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
-from ..answer_likelihood import LIKELIHOOD_METHODS, answer_log_likelihoods, likelihood_gain_summary, record_prompt
+from .answer_likelihood import LIKELIHOOD_METHODS, answer_log_likelihoods, likelihood_gain_summary, record_prompt
 from .methods import absorbed_rounds
 from .records import Record
 

@@ -55,7 +55,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Answer every record with each method and score the answers; the model is in eval mode meanwhile and ends with
     no context absorbed. With `likelihood`, also the teacher-forced log-likelihood of the first gold answer under
-    none / shine / icl (those of `methods`; see `peft_shine.answer_likelihood`).
+    none / shine / icl (those of `methods`; see `peft_shine.evaluation.answer_likelihood`).
 
     Returns a JSON-serialisable dict: `num_records`; `methods`: name -> {`f1`, `em` (and `accuracy` when records have
     `options`): {`mean`, `ci_low`, `ci_high`}, `adapt_seconds_per_context` (0 for methods without adaptation),

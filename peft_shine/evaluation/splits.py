@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..answer_likelihood import likelihood_gain_summary
 from ..tokenization import ICL_TEMPLATES
+from .answer_likelihood import likelihood_gain_summary
 from .metrics import mean_with_ci, normalize_answer
 from .records import Record
 
@@ -44,7 +44,8 @@ def attach_copied_shares(
 
 def question_splits(records: Sequence[Record], no_context_predictions: Sequence[str] | None) -> dict[str, list[int]]:
     """Record indices per split: "open_vocabulary" / "other" (see `is_open_vocabulary`; needs the `none` method's
-    predictions) and "kind=<answer_kind>" for records that carry an `answer_kind` (e.g. `peft_shine.synthetic`)."""
+    predictions) and "kind=<answer_kind>" for records that carry an `answer_kind` (e.g. from
+    `peft_shine.training.synthetic`)."""
     splits: dict[str, list[int]] = {}
     if no_context_predictions is not None:
         for index, (record, prediction) in enumerate(zip(records, no_context_predictions)):

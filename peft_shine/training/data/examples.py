@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizerBase
 
-from ..tokenization import encode_plain, icl_prompt
+from ...tokenization import encode_plain, icl_prompt
 from .chat import COMP_INSTRUCTION, QA, RECON_INSTRUCTION, encode_chat
 
 PACK_SEPARATOR = "\n\n"

@@ -2,8 +2,8 @@
 
 `ShineModel.forward` is a model forward (contexts in, logits out). What a training step does with the logits lives
 here: the causal-LM cross-entropy on the labelled tokens (transformers' own `ForCausalLMLoss`, so the numbers equal the
-base model's loss), the optional distillation term (`peft_shine.distillation`) against the plain base reading the
-context in its prompt, and the policy for batches that cannot train (no answer tokens, a non-finite loss): a zero
+base model's loss), the optional distillation term (`distillation.py`) against the plain base reading the context in
+its prompt, and the policy for batches that cannot train (no answer tokens, a non-finite loss): a zero
 loss that still reaches every trainable tensor, so data-parallel ranks stay in step, counted in `skipped`.
 
 The teacher fields of a batch (`teacher_input_ids`, `teacher_attention_mask`, `teacher_labels`, see
@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from transformers.loss.loss_utils import ForCausalLMLoss
 
+from ..guards import learns_from_contexts, missing_contexts_error
+from ..padding import IGNORE_INDEX
 from .distillation import answer_token_kl
-from .guards import learns_from_contexts, missing_contexts_error
-from .padding import IGNORE_INDEX
 
 TEACHER_KEYS = ("teacher_input_ids", "teacher_attention_mask", "teacher_labels")
 SKIP_REASONS = ("no_answer_tokens", "non_finite_loss")

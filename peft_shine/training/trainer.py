@@ -1,6 +1,6 @@
-"""Glue for training SHINE with the stock `transformers.Trainer` (no training loop here): argument dataclasses shared
-by `examples/pretrain.py` and `examples/instruct.py`, model construction, and a callback that logs skipped batches
-and drives the context-length curriculum."""
+"""Glue for training SHINE with the stock `transformers.Trainer` (no training loop here): model construction, checks
+before the first step (context lengths, data parallelism), a callback that logs skipped batches and drives the
+context-length curriculum, and `train_and_save`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 from peft import PeftModel
@@ -21,176 +20,12 @@ from transformers import (
     TrainingArguments,
 )
 
-from .config import ShineConfig, check_choice
-from .defaults import shine_model
+from ..config import ShineConfig
+from ..defaults import shine_model
+from .arguments import ShineArguments
 from .objective import ShineLoss
-from .sources import Sources, load_dataset_source
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ModelArguments:
-    """Which base model, and optionally which SHINE adapter to continue from."""
-
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Base causal LM (path or Hub id). Default: the embedded SmolLM2-135M-Instruct."}
-    )
-    adapter_name_or_path: str | None = field(
-        default=None, metadata={"help": "Start from this SHINE adapter (e.g. the stage-1 result for stage 2)."}
-    )
-
-
-@dataclass
-class DataFileArguments:
-    """Training data shared by the example scripts (each script subclasses it with its own options): files, or a
-    dataset by name as in transformers' example scripts."""
-
-    train_file: list[str] = field(
-        default=None,
-        metadata={
-            "help": "Training data files; repeatable or comma-separated (see the script's docstring for formats).",
-            "action": "extend",
-            "nargs": "+",
-        },
-    )
-    eval_file: str | None = field(default=None, metadata={"help": "Evaluation data file (evaluation loss)."})
-    dataset_name: str | None = field(
-        default=None,
-        metadata={"help": "Instead of --train_file: a Hub dataset id or a Dataset.save_to_disk folder."},
-    )
-    dataset_config_name: str | None = field(
-        default=None, metadata={"help": "The configuration of the Hub dataset --dataset_name (if it has several)."}
-    )
-    train_split: str = field(default="train", metadata={"help": "Split of --dataset_name to train on."})
-    eval_split: str | None = field(
-        default=None, metadata={"help": "Split of --dataset_name for the evaluation loss (e.g. validation)."}
-    )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training items."})
-
-    def sources(self) -> tuple[Sources, Sources | None]:
-        """(training source, evaluation source or None): the files, or the splits of `--dataset_name` (a
-        `datasets.Dataset` each). Raises ValueError unless exactly one of --train_file / --dataset_name is given."""
-        if bool(self.train_file) == bool(self.dataset_name):
-            given = "both" if self.train_file else "neither"
-            raise ValueError(
-                f"Give the training data with --train_file FILE(S) or with --dataset_name NAME (a Hub dataset id or a "
-                f"Dataset.save_to_disk folder); {given} was given."
-            )
-        if not self.dataset_name:
-            return split_paths(self.train_file), self.eval_file
-
-        def split(name: str):
-            return load_dataset_source(self.dataset_name, self.dataset_config_name, name)
-
-        return split(self.train_split), split(self.eval_split) if self.eval_split else self.eval_file
-
-
-NEW_ADAPTER_DEFAULTS = {"lora_rank": 8, "meta_lora_rank": 16, "m2p_layers": 4, "max_context_tokens": 1024}
-STRUCTURE_FIELDS = (
-    "lora_rank",
-    "meta_lora_rank",
-    "m2p_layers",
-    "target_modules",
-    "num_memory_tokens",
-    "standardize_memory_states",
-)
-"""ShineArguments fixed by a saved adapter's hypernetwork (they set the shapes of its weights)."""
-
-
-@dataclass
-class ShineArguments:
-    """`ShineConfig` fields exposed on the command line. A new adapter takes them (None: the default in the help);
-    with `--adapter_name_or_path`, `max_context_tokens` and `context_overflow` change the loaded adapter's settings
-    and the structure fields are refused (the adapter's weights fix them)."""
-
-    lora_rank: int | None = field(default=None, metadata={"help": "Rank of the generated LoRA (new adapter: 8)."})
-    meta_lora_rank: int | None = field(
-        default=None, metadata={"help": "Rank of the meta-LoRA used while encoding (new adapter: 16)."}
-    )
-    m2p_layers: int | None = field(default=None, metadata={"help": "M2P transformer blocks, even (new adapter: 4)."})
-    max_context_tokens: int | None = field(
-        default=None,
-        metadata={"help": "Longest context encoded in one pass (new adapter: 1024; default with an adapter: its own)."},
-    )
-    context_overflow: str | None = field(
-        default=None,
-        metadata={
-            "help": "Longer contexts: 'truncate' (keep the start, with a warning), 'error', or 'chunk' (absorb splits "
-            "them; training raises). New adapter: 'chunk'; with an adapter: its own."
-        },
-    )
-    target_modules: str | None = field(
-        default=None,
-        metadata={"help": "Comma-separated module names (e.g. 'down_proj') or 'all-linear'; default all linear."},
-    )
-    num_memory_tokens: int | None = field(default=None, metadata={"help": "Memory slots; default ceil(r*D/H)."})
-    standardize_memory_states: bool | None = field(
-        default=None,
-        metadata={"help": "Standardise memory states before the M2P (new adapter: true); false = the reference (raw)."},
-    )
-    context_position_ids: str | None = field(
-        default=None,
-        metadata={
-            "help": "Encode-pass position ids: 'mask' (cumsum; new adapter) or 'arange' (the reference); with an "
-            "adapter: its own unless given."
-        },
-    )
-
-    def to_config(self) -> ShineConfig:
-        """The `ShineConfig` of a new adapter: the fields given, the defaults of `NEW_ADAPTER_DEFAULTS` otherwise."""
-        targets = [name.strip() for name in self.target_modules.split(",")] if self.target_modules else None
-        targets = None if targets == ["all-linear"] else targets
-        given = {name: getattr(self, name) for name in NEW_ADAPTER_DEFAULTS if getattr(self, name) is not None}
-        overflow = {"context_overflow": self.context_overflow} if self.context_overflow else {}
-        return ShineConfig(
-            **{**NEW_ADAPTER_DEFAULTS, **given, **overflow},
-            target_modules=targets,
-            num_memory_tokens=self.num_memory_tokens,
-            standardize_memory_states=self.standardize_memory_states is not False,
-            context_position_ids=self.context_position_ids or "mask",
-        )
-
-    def apply_to_loaded(self, config: ShineConfig, adapter: str) -> None:
-        """Set `max_context_tokens` / `context_overflow` / `context_position_ids` (when given) on a loaded adapter's
-        config; ValueError when a structure field is given, since the adapter's weights fix it."""
-        fixed = [f"--{name}" for name in STRUCTURE_FIELDS if getattr(self, name) is not None]
-        if fixed:
-            raise ValueError(
-                f"{', '.join(fixed)} cannot change the SHINE adapter {adapter}: its hypernetwork's weights fix them. "
-                "Drop them to continue from the adapter, or drop --adapter_name_or_path to start a new one."
-            )
-        if self.max_context_tokens is not None:
-            config.max_context_tokens = self.max_context_tokens
-        if self.context_overflow is not None:
-            check_choice("context_overflow", self.context_overflow, "--")
-            config.context_overflow = self.context_overflow
-        if self.context_position_ids is not None:
-            check_choice("context_position_ids", self.context_position_ids, "--")
-            config.context_position_ids = self.context_position_ids
-
-
-@dataclass
-class ScheduleArguments:
-    """Training schedule options of SHINE beyond `TrainingArguments`."""
-
-    freeze_encoder_steps: int = field(
-        default=0,
-        metadata={
-            "help": "Warm start: for the first N steps the context encode pass runs without gradients (the M2P trains "
-            "alone on memory states of the frozen encoder; no backward through the base for the context), then the "
-            "meta-LoRA and memory embeddings train too."
-        },
-    )
-    max_train_minutes: float | None = field(
-        default=None,
-        metadata={"help": "Stop training (and save) after this many minutes of wall time, e.g. on a time-boxed GPU."},
-    )
-
-
-def split_paths(values: list[str] | None) -> list[str]:
-    """Flatten repeated and comma-separated path arguments: ["a,b", "c"] -> ["a", "b", "c"]."""
-    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
 
 
 def build_shine_model(

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from ..qa_records import validate_qa_record
-from ..tokenization import as_text_list, encode_plain
+from ...qa_records import validate_qa_record
+from ...tokenization import as_text_list, encode_plain
 from .curriculum import curriculum_context
 from .examples import (
     DISTRACTOR_SEPARATOR,
@@ -75,7 +75,7 @@ class InstructDataset(Dataset):
 
     With `teacher=True` every item also carries `teacher_input_ids` / `teacher_labels` for the distillation
     objective: the same chat with the very evidence the hypernetwork reads (curriculum and distractors included) in
-    the first user turn (see `peft_shine.data.examples`)."""
+    the first user turn (see `peft_shine.training.data.examples`)."""
 
     def __init__(
         self,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from ..tokenization import sentence_spans
+from ...tokenization import sentence_spans
 from .chat import QA
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .padding import IGNORE_INDEX
+from ..padding import IGNORE_INDEX
 
 
 def answer_token_kl(

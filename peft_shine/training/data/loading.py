@@ -8,8 +8,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..qa_records import require_text
-from ..sources import Sources, file_kind, is_hf_dataset, iter_jsonl, iter_rows, open_text, source_paths
+from ...qa_records import require_text
+from ...sources import Sources, file_kind, is_hf_dataset, iter_jsonl, iter_rows, open_text, source_paths
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizerBase
 
-from ..padding import IGNORE_INDEX
-from ..tokenization import question_prompt_ids
+from ...padding import IGNORE_INDEX
+from ...tokenization import question_prompt_ids
 
 RECON_INSTRUCTION = "Repeat the text you have read."
 COMP_INSTRUCTION = "Continue the text you have read, from its beginning to the end."

@@ -6,12 +6,12 @@ varied sentence templates in a random order, and every question's answer is a sp
 tagged `answer_kind`: "open" (a new name, place or number the base cannot know) or "closed" (a value from a small
 set, e.g. an instrument or a colour), so evaluations can report the copying skill separately.
 
-    python -m peft_shine.synthetic --output runs/synthetic.jsonl --documents 3000 --seed 0
-    python -m peft_shine.synthetic --output runs/synthetic_texts.jsonl --documents 3000 --seed 0 --texts
+    python -m peft_shine.training.synthetic --output runs/synthetic.jsonl --documents 3000 --seed 0
+    python -m peft_shine.training.synthetic --output runs/synthetic_texts.jsonl --documents 3000 --seed 0 --texts
 
 Records: {"id", "context", "question", "answers": [span], "answer_kind", "source": "synthetic"} (the QA record format
-of `peft_shine.data.load_qa_records`). Different seeds give different names, so a held-out set is a new seed. With
-`--texts`, one {"text": document} per document instead (stage-1 RECON/COMP texts for `examples/pretrain.py`).
+of `peft_shine.training.data.load_qa_records`). Different seeds give different names, so a held-out set is a new
+seed. With `--texts`, one {"text": document} per document instead (stage-1 RECON/COMP texts for `examples/pretrain.py`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ collator that pads answering passes (right) and contexts (left) into one batch.
 An example is a dict of python int lists: `input_ids` (L,) and `labels` (L,) for the answering pass (a chat whose
 assistant turns are the targets; every other position is -100) and `context_input_ids` (T,) for the evidence the
 hypernetwork reads, plus a string `kind` for logging. The collator turns a list of them into (B, L) and (B, T) tensors.
-For the optional distillation objective (`peft_shine.distillation`) a stage-2 example also carries
+For the optional distillation objective (`peft_shine.training.distillation`) a stage-2 example also carries
 `teacher_input_ids` / `teacher_labels` (L_t,): the same chat with the evidence in the first user turn.
 
 Modules: `loading` (texts, records grouped by context), `chat` (answer-only labels), `examples` (the builders),
@@ -13,8 +13,8 @@ Modules: `loading` (texts, records grouped by context), `chat` (answer-only labe
 evaluation uses too.
 """
 
-from ..padding import IGNORE_INDEX
-from ..qa_records import load_qa_records
+from ...padding import IGNORE_INDEX
+from ...qa_records import load_qa_records
 from .chat import COMP_INSTRUCTION, QA, RECON_INSTRUCTION, encode_chat
 from .collator import ShineDataCollator
 from .curriculum import curriculum_context, short_context

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .padding import IGNORE_INDEX, pad_id_of, right_pad
-from .tokenization import icl_prompt, question_prompt_ids
+from ..padding import IGNORE_INDEX, pad_id_of, right_pad
+from ..tokenization import icl_prompt, question_prompt_ids
 
 Record = dict[str, Any]
 LIKELIHOOD_METHODS = ("none", "shine", "icl")

@@ -3,12 +3,13 @@
 TRL prepares the answering pass as usual (a "messages" conversation, or "prompt"/"completion", tokenized with the chat
 template, labels from TRL's `assistant_only_loss` / `completion_only_loss`); the context column (plain text) goes to
 the hypernetwork: `ShineSFTCollator` tokenizes it as plain text (the context-length curriculum applied) and batches it
-with `peft_shine.data.ShineDataCollator`, and the loss is `peft_shine.ShineLoss` in an overridden `compute_loss` (what
+with `peft_shine.training.data.ShineDataCollator`, and the loss is `peft_shine.ShineLoss` in an overridden
+`compute_loss` (what
 TRL 1.x recommends instead of the deprecated `compute_loss_func`).
 
     from datasets import Dataset
     from trl import SFTConfig
-    from peft_shine.sft import ShineSFTTrainer
+    from peft_shine.training.sft import ShineSFTTrainer
 
     dataset = Dataset.from_list([{"context": "The report was signed by Ingrid Solberg.",
                                   "prompt": [{"role": "user", "content": "Who signed the report?"}],
@@ -32,14 +33,14 @@ import torch
 from transformers import PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 
-from .config import check_choice
+from ..config import check_choice
+from ..model import ShineModel
+from ..padding import IGNORE_INDEX
+from ..tokenization import encode_plain
 from .data.collator import ShineDataCollator
 from .data.curriculum import short_context
-from .model import ShineModel
 from .objective import ShineLoss
-from .padding import IGNORE_INDEX
-from .tokenization import encode_plain
-from .training import ShineTrainingCallback, check_context_lengths, pin_memory_for_device
+from .trainer import ShineTrainingCallback, check_context_lengths, pin_memory_for_device
 
 CURRICULUM_COLUMNS = ("messages", "prompt", "completion", "supporting_facts")
 """Columns the curriculum reads besides the context: the answers (assistant turns or completion) and bAbI facts."""

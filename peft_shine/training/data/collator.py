@@ -1,5 +1,5 @@
-"""The collator: a list of examples (see `peft_shine.data.examples`) as one batch, answering passes right-padded
-and contexts left-padded, with the feature check that catches a Trainer that dropped the SHINE columns."""
+"""The collator: a list of examples (see `examples.py`) as one batch, answering passes right-padded and contexts
+left-padded, with the feature check that catches a Trainer that dropped the SHINE columns."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from ..config import check_choice
-from ..padding import IGNORE_INDEX, left_pad, pad_id_of, right_pad
-from ..tokenization import fit_context_lengths
+from ...config import check_choice
+from ...padding import IGNORE_INDEX, left_pad, pad_id_of, right_pad
+from ...tokenization import fit_context_lengths
 
 
 @dataclass
