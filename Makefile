@@ -4,12 +4,14 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-# PyTorch's CPU-only builds; `make TORCH_INDEX= test` leaves torch to pip's own indexes.
-TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# Where torch comes from: pip's own indexes by default (our machines and CI hold the CPU build of torch 2.13.0; an
+# unreachable extra index costs minutes of retries there). On a machine whose pip would fetch a CUDA build, use
+# PyTorch's CPU-only builds: `make TORCH_INDEX=https://download.pytorch.org/whl/cpu test`.
+TORCH_INDEX ?=
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test demo lint format clean
+.PHONY: setup test conformance demo lint format clean
 
 setup: $(STAMP)
 
@@ -25,16 +27,20 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest
 
+# PEFT's own shared tests over SHINE (part of `make test`; docs/peft_conformance.md)
+conformance: $(STAMP)
+	$(PY) -m pytest tests/peft_suite
+
 demo: $(STAMP)
 	$(VENV)/bin/peft-shine demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check peft_shine tests examples benchmarks
-	$(VENV)/bin/ruff format --check peft_shine tests examples benchmarks
+	$(VENV)/bin/ruff check peft_shine tests examples benchmarks tools
+	$(VENV)/bin/ruff format --check peft_shine tests examples benchmarks tools
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format peft_shine tests examples benchmarks
-	$(VENV)/bin/ruff check --fix peft_shine tests examples benchmarks
+	$(VENV)/bin/ruff format peft_shine tests examples benchmarks tools
+	$(VENV)/bin/ruff check --fix peft_shine tests examples benchmarks tools
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -1,19 +1,22 @@
 """What the benchmark scripts share: the model under test (`Subject`, loaded as the `peft-shine` CLI loads it), the
-device choice, a description of the machine and the model, the common command line options, Markdown tables, plot
-axes and the results files.
+device choice, time and peak memory of a function (`measure`, `PeakMemory`), a description of the machine and the
+model, the common command line options, Markdown tables, plot axes and the results files.
 
-A script run as `python benchmarks/<name>/run.py` first puts the repository root on `sys.path` (its first lines),
-so that `benchmarks.common` imports the same way there as under pytest.
+The scripts run from the repository root as modules (`python -m benchmarks.<name>.run`), so `benchmarks.common`
+imports the same way there as under pytest.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import re
+import resource
 import shlex
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,9 +30,10 @@ from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from peft_shine.defaults import load_base, load_shine
-from peft_shine.evaluation import copied_share
+from peft_shine.evaluation import copied_share, timed
 
 PREBUILT = "prebuilt (passed from Python)"
+MIB = 2**20
 
 
 @dataclass
@@ -77,6 +81,95 @@ def subject_on_device(args: argparse.Namespace, subject: Subject | None) -> tupl
         base = adapter = PREBUILT
     subject.model.to(device).eval()
     return subject, device, model_info(subject, base, adapter)
+
+
+def _proc_status_bytes(field: str) -> int:
+    """A `kB` field of /proc/self/status (VmRSS, VmHWM) in bytes."""
+    match = re.search(rf"^{field}:\s*(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    if match is None:
+        raise OSError(f"/proc/self/status has no {field}")
+    return int(match.group(1)) * 1024
+
+
+def _max_rss_bytes() -> int:
+    """The process's peak RSS from getrusage (kilobytes on Linux, bytes on macOS)."""
+    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return value if sys.platform == "darwin" else value * 1024
+
+
+class PeakMemory:
+    """`with PeakMemory(device) as peak:` -> `peak.mib`, the most memory the block used above what was in use when it
+    began; `peak.metric` says how it was measured.
+
+    CUDA: `torch.cuda.max_memory_allocated` after `reset_peak_memory_stats`, minus `memory_allocated` at the start
+    (tensors only, not the caching allocator's reserve). CPU: process RSS, so allocator caching and other threads
+    count; on Linux the kernel's peak-RSS counter is reset through /proc/self/clear_refs, elsewhere only the growth of
+    the lifetime peak (`ru_maxrss`) is seen.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.mib = 0.0
+        self.metric = ""
+        self._start = 0
+        self._read_peak: Callable[[], int] = _max_rss_bytes
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._read_peak = functools.partial(torch.cuda.max_memory_allocated, self.device)
+            self.metric = "CUDA: torch.cuda.max_memory_allocated during the runs minus memory_allocated before (MiB)"
+            return self
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # Linux >= 4.0: peak RSS (VmHWM) := current RSS
+            self._start = _proc_status_bytes("VmRSS")
+            self._read_peak = functools.partial(_proc_status_bytes, "VmHWM")
+            self.metric = "CPU: peak RSS during the runs minus RSS before (VmHWM reset via /proc/self/clear_refs; MiB)"
+        except OSError:
+            self._start = _max_rss_bytes()
+            self.metric = (
+                "CPU: growth of the process's lifetime peak RSS (getrusage ru_maxrss; 0 if below an earlier peak)"
+            )
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.mib = max(self._read_peak() - self._start, 0) / MIB
+
+
+def memory_metric(device: torch.device) -> str:
+    """How `PeakMemory` measures on `device`."""
+    with PeakMemory(device) as probe:
+        pass
+    return probe.metric
+
+
+@dataclass
+class Measurement:
+    """Median and all measured seconds of a function, its peak extra memory over the measured runs and what its last
+    run returned."""
+
+    median_s: float
+    times_s: list[float]
+    peak_mib: float
+    result: Any
+
+
+@torch.no_grad()
+def measure(device: torch.device, function: Callable[[], Any], repeats: int, warmup: int = 0) -> Measurement:
+    """`warmup` unmeasured runs, then `repeats` timed runs (CUDA synchronised) under `PeakMemory`."""
+    for _ in range(warmup):
+        function()
+    times, result = [], None
+    with PeakMemory(device) as peak:
+        for _ in range(repeats):
+            result = None  # not held while the next run is measured
+            result, seconds = timed(device, function)
+            times.append(seconds)
+    return Measurement(statistics.median(times), times, peak.mib, result)
 
 
 def max_positions(model: PeftModel) -> int | None:

@@ -14,6 +14,7 @@ from .hypernetwork import ShineHypernetwork, SlicingPlan, context_variance_share
 from .layer import ShineLinear
 from .model import ShineModel
 from .objective import ShineLoss
+from .options import AbsorbOptions
 
 
 def _register_with_peft() -> None:
@@ -26,6 +27,7 @@ def _register_with_peft() -> None:
 _register_with_peft()
 
 __all__ = [
+    "AbsorbOptions",
     "AbsorbedContext",
     "ShineConfig",
     "ShineHypernetwork",

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
+from huggingface_hub import ModelCard
 from peft import LoraConfig
 from safetensors.torch import save_file
 
-from .cards import lora_card
+from .cards import LoraFacts, lora_card
 from .composition import (
     Factors,
     check_weight_count,
@@ -23,6 +22,7 @@ from .composition import (
     concat_along_rank,
     stack_padded,
 )
+from .files import write_folder_atomically
 from .hypernetwork import LoraFactors
 
 
@@ -252,39 +252,38 @@ class AbsorbedContext:
         fails).
         """
         self._require_single("save")
-        save_directory = os.fspath(save_directory)
-        parent = os.path.dirname(os.path.abspath(save_directory))
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".shine-export-", dir=parent)
-        replaced = None
-        try:
-            save_file(self.lora_state_dict(), os.path.join(staging, "adapter_model.safetensors"), {"format": "pt"})
-            self.lora_config().save_pretrained(staging)
-            _sort_target_modules(os.path.join(staging, "adapter_config.json"))
-            with open(os.path.join(staging, "shine_context.json"), "w") as f:
-                json.dump(
-                    {
-                        "context_tokens": self.context_token_counts[0],
-                        "rank": self.rank,
-                        "num_chunks": self.num_chunks[0],
-                        "compression_error": self.compression_error,
-                    },
-                    f,
-                )
-            lora_card(self).save(os.path.join(staging, "README.md"))
-            make_readable(staging)
-            if os.path.isdir(save_directory):
-                replaced = tempfile.mkdtemp(prefix=".shine-replaced-", dir=parent)
-                os.replace(save_directory, replaced)
-            os.replace(staging, save_directory)
-        finally:
-            if os.path.isdir(staging):
-                shutil.rmtree(staging)
-            if replaced is not None:
-                if os.path.isdir(save_directory):
-                    shutil.rmtree(replaced)
-                else:
-                    os.replace(replaced, save_directory)
+        write_folder_atomically(save_directory, self.write_files, prefix=".shine-export-")
+
+    def write_files(self, folder: str | os.PathLike, card: ModelCard | None = None) -> None:
+        """The adapter's files into the existing `folder`, as they are (no staging; `save_pretrained` stages): weights,
+        config, context summary (`shine_context.json`) and the model card (`card`, default `lora_card`)."""
+        folder = os.fspath(folder)
+        save_file(self.lora_state_dict(), os.path.join(folder, "adapter_model.safetensors"), {"format": "pt"})
+        self.lora_config().save_pretrained(folder)
+        _sort_target_modules(os.path.join(folder, "adapter_config.json"))
+        with open(os.path.join(folder, "shine_context.json"), "w") as f:
+            json.dump(
+                {
+                    "context_tokens": self.context_token_counts[0],
+                    "rank": self.rank,
+                    "num_chunks": self.num_chunks[0],
+                    "compression_error": self.compression_error,
+                },
+                f,
+            )
+        (card or lora_card(self.card_facts())).save(os.path.join(folder, "README.md"))
+
+    def card_facts(self) -> LoraFacts:
+        """What the model card of this (single-context) adapter says."""
+        self._require_single("describe")
+        return LoraFacts(
+            rank=self.rank,
+            base=self.base_model_name_or_path,
+            base_weights=self.base_model_weights,
+            context_tokens=self.context_token_counts[0],
+            num_chunks=self.num_chunks[0],
+            compression_error=self.compression_error,
+        )
 
     def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None, **kwargs) -> str:
         """Upload the exported plain LoRA adapter to the Hub; returns the commit URL."""
@@ -312,27 +311,3 @@ def _sort_target_modules(config_path: str) -> None:
         config["target_modules"] = sorted(config["target_modules"])
     with open(config_path, "w") as f:
         f.write(json.dumps(config, indent=2, sort_keys=True))
-
-
-def _current_umask() -> int:
-    """The process umask, read from /proc where possible (setting and restoring it races with other threads)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def make_readable(path: str | os.PathLike) -> None:
-    """Give `path` (and, for a folder, everything in it) the permissions the umask allows, as a plain `mkdir` / `open`
-    would: temporary folders and files are created private (0700 / 0600, also by safetensors), and a server running
-    as another user must be able to read exported adapters."""
-    mask = _current_umask()
-    path = Path(path)
-    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
-        os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)

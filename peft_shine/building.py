@@ -43,7 +43,10 @@ def record_or_check_base(model: nn.Module, config: ShineConfig, structure: Decod
 
 def build_hypernetwork(model: nn.Module, config: ShineConfig) -> ShineHypernetwork:
     """The hypernetwork a resolved config describes, on the device of the base's input embeddings (whose standard
-    deviation sets the scale of the memory embeddings)."""
+    deviation sets the scale of the memory embeddings).
+
+    Under PEFT's `low_cpu_mem_usage=True` its parameters are created on the meta device and stay there until PEFT
+    assigns the loaded weights; only the tensors that hold data are moved."""
     embeddings = model.get_input_embeddings().weight
     plan = SlicingPlan(
         module_shapes=tuple((name, i, o) for name, i, o in config.target_module_shapes),
@@ -62,5 +65,6 @@ def build_hypernetwork(model: nn.Module, config: ShineConfig) -> ShineHypernetwo
         lora_scale=config.lora_scale,
         stats_momentum=config.memory_stats_momentum,
         embedding_std=embeddings.detach().float().std().item(),
+        standardize=config.standardize_memory_states,
     )
-    return hypernetwork.to(embeddings.device)
+    return hypernetwork._apply(lambda t: t if t.is_meta else t.to(embeddings.device))

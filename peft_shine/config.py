@@ -3,31 +3,40 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError
 from peft import PeftConfig
-from peft.utils import SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME
-from safetensors import SafetensorError, safe_open
 
-from .cards import add_hypernetwork_section
+from .cards import HypernetworkFacts, add_hypernetwork_section
+from .checkpoint import check_adapter_weights
 from .structure import check_target_options
 
 
 class _PeftTypeName(str):
     """ "SHINE" (equal to, hashed and saved as the plain string) whose str() reads "PeftType.SHINE" like a PeftType
-    member, which is what `peft.get_model_status` parses."""
+    member, which is what `peft.get_model_status` parses, and whose `.value` and `.name` are "SHINE" as a member's."""
 
     def __str__(self) -> str:
         return f"PeftType.{str.__str__(self)}"
 
+    @property
+    def value(self) -> str:
+        """The plain name, as `PeftType.LORA.value` ("LORA"): PEFT's error paths read it (`mixed=True`, hotswap)."""
+        return str.__str__(self)
+
+    @property
+    def name(self) -> str:
+        """The plain name, as `PeftType.LORA.name`."""
+        return str.__str__(self)
+
 
 SHINE_PEFT_TYPE = _PeftTypeName("SHINE")
+REFERENCE_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""The reference's targets, in its slicing order: attention (q, k, v, o), then MLP (gate, up, down)."""
 ContextOverflow = Literal["chunk", "truncate", "error"]
 ChunkCombination = Literal["mean", "sum"]
+ContextPositionIds = Literal["mask", "arange"]
 
 
 @dataclass
@@ -37,6 +46,9 @@ class ShineConfig(PeftConfig):
     Hyperparameters (set by the user):
         lora_rank: rank r of the generated LoRA on every target module.
         meta_lora_rank: rank of the trainable meta-LoRA that is active only while the context is encoded.
+        init_weights: True (default) starts the meta-LoRA's B at zero, so that an untrained adapter reads the context
+            with the base model itself (as LoRA's `init_lora_weights=True`); False leaves B random (as PEFT's
+            `init_weights=False`, used by tests that need a non-identity adapter).
         target_modules: linear projections inside the decoder layers that receive a generated LoRA, with PEFT's
             meaning: a str is a regular expression that must match a module's full name
             (`".*[.]mlp[.]down_proj"`), a list matches exact names or suffixes (`["q_proj", "mlp.down_proj"]`), `None`
@@ -67,6 +79,16 @@ class ShineConfig(PeftConfig):
         max_lora_rank: rank budget of an absorbed adapter; a longer document's concatenated adapter is compressed to
             it by a truncated SVD of each module's delta. None keeps the full rank (r per chunk).
         memory_stats_momentum: momentum of the running per-(layer, slot, dim) standardisation of memory states.
+        standardize_memory_states: standardise the memory states per (layer, slot, dim) with running statistics
+            before the M2P (default True, our addition for bases with massive activations such as SmolLM2). False
+            feeds the raw states into the M2P as the reference code does: no statistics are kept or saved.
+        context_position_ids: position ids of the context encode pass over left-padded contexts + memory: `"mask"`
+            (default: counted from the attention mask, `cumsum - 1`, as transformers does in generation; each context's
+            first real token is at position 0) or `"arange"` (0 .. T + M - 1 over the padded length, as the reference
+            code does; pad tokens are masked either way). Equal in exact arithmetic under RoPE; float rounding differs
+            by ~1e-5, so reproducing the reference bit for bit needs `"arange"`.
+
+    `ShineConfig.reference(...)` builds the configuration of the SHINE paper's released hypernetworks.
 
     Recorded from the base model when the adapter is created (checked when it is loaded again):
         base_model_type, base_hidden_size, base_num_layers, target_module_shapes ([module name relative to a decoder
@@ -78,6 +100,7 @@ class ShineConfig(PeftConfig):
 
     lora_rank: int = field(default=8, metadata={"help": "Rank of the generated LoRA."})
     meta_lora_rank: int = field(default=16, metadata={"help": "Rank of the meta-LoRA used while encoding."})
+    init_weights: bool = field(default=True, metadata={"help": "Start the meta-LoRA's B at zero (False: random)."})
     target_modules: list[str] | str | None = field(
         default=None, metadata={"help": "Decoder-layer linear modules to adapt; None = all linear projections."}
     )
@@ -105,6 +128,12 @@ class ShineConfig(PeftConfig):
     chunk_batch_size: int = field(default=8, metadata={"help": "Chunks encoded per forward pass."})
     max_lora_rank: int | None = field(default=None, metadata={"help": "Compress absorbed adapters to this rank."})
     memory_stats_momentum: float = field(default=0.01, metadata={"help": "Running standardisation momentum."})
+    standardize_memory_states: bool = field(
+        default=True, metadata={"help": "Standardise memory states before the M2P; False = the reference (raw)."}
+    )
+    context_position_ids: ContextPositionIds = field(
+        default="mask", metadata={"help": "Encode-pass position ids: 'mask' (cumsum) or 'arange' (the reference)."}
+    )
     base_model_type: str | None = field(default=None, metadata={"help": "Recorded: base model_type."})
     base_hidden_size: int | None = field(default=None, metadata={"help": "Recorded: base hidden size."})
     base_num_layers: int | None = field(default=None, metadata={"help": "Recorded: base decoder layer count."})
@@ -123,7 +152,7 @@ class ShineConfig(PeftConfig):
             self.task_type = "CAUSAL_LM"
         if self.task_type != "CAUSAL_LM":
             raise ValueError(f"SHINE adapts causal language models; got task_type={self.task_type!r}, use 'CAUSAL_LM'.")
-        for name in ("lora_rank", "meta_lora_rank", "m2p_layers", "max_context_tokens", "chunk_batch_size"):
+        for name in ("lora_rank", "meta_lora_rank", "m2p_layers"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"ShineConfig.{name} must be a positive integer, got {getattr(self, name)!r}.")
         if self.m2p_layers % 2:
@@ -132,19 +161,33 @@ class ShineConfig(PeftConfig):
             )
         if self.lora_scale <= 0:
             raise ValueError(f"ShineConfig.lora_scale must be > 0, got {self.lora_scale}.")
-        check_choice("context_overflow", self.context_overflow, "ShineConfig.")
-        check_choice("chunk_combination", self.chunk_combination, "ShineConfig.")
-        if not 0 <= self.chunk_overlap_tokens < self.max_context_tokens:
-            raise ValueError(
-                f"ShineConfig.chunk_overlap_tokens must be in [0, max_context_tokens), got {self.chunk_overlap_tokens}."
-            )
-        if self.max_lora_rank is not None and self.max_lora_rank < 1:
-            raise ValueError(f"ShineConfig.max_lora_rank must be None or >= 1, got {self.max_lora_rank}.")
+        check_choice("context_position_ids", self.context_position_ids, "ShineConfig.")
+        check_absorb_values({name: getattr(self, name) for name in ABSORB_FIELDS}, "ShineConfig.")
         if isinstance(self.target_modules, set):
             self.target_modules = sorted(self.target_modules)
         if isinstance(self.exclude_modules, set):
             self.exclude_modules = sorted(self.exclude_modules)
         check_target_options(self.target_modules, self.layers_to_transform, self.layers_pattern)
+
+    @classmethod
+    def reference(
+        cls, lora_rank: int = 8, meta_lora_rank: int = 128, m2p_layers: int = 4, lora_scale: float = 1e-3, **kwargs
+    ) -> ShineConfig:
+        """The configuration of the SHINE paper's hypernetworks (MuLabPKU/SHINE, `configs/Qwen3-8B.yaml`, scripts
+        `*_8lora_128metalora*`): rank `lora_rank` on all seven projections of every decoder layer, M = r*D/H memory
+        slots, meta-LoRA rank `meta_lora_rank`, `m2p_layers` post-LN blocks of width H with H/128 heads and FFN 2H
+        (layer axis first), factors scaled by sqrt(`lora_scale`), raw memory states and the reference's position ids.
+        `kwargs` set any other field (e.g. `m2p_num_heads` for a base whose width is not a multiple of 128)."""
+        kwargs.setdefault("target_modules", list(REFERENCE_TARGET_MODULES))
+        return cls(
+            lora_rank=lora_rank,
+            meta_lora_rank=meta_lora_rank,
+            m2p_layers=m2p_layers,
+            lora_scale=lora_scale,
+            standardize_memory_states=False,
+            context_position_ids="arange",
+            **kwargs,
+        )
 
     # ----------------------------------------------------------------------------------------------------------------
     # Sizes derived from the recorded base structure.
@@ -178,12 +221,13 @@ class ShineConfig(PeftConfig):
             self.m2p_intermediate_size = 2 * self.m2p_hidden_size
 
     # ----------------------------------------------------------------------------------------------------------------
-    # Loading checks the weights file before PEFT reads it (PEFT would fall back to unpickling adapter_model.bin).
+    # The two hooks PEFT's PeftModel.save_pretrained / from_pretrained give an adapter type: both delegate.
 
     def save_pretrained(self, save_directory: str, **kwargs: Any) -> None:
-        """PEFT's save, plus SHINE's tags and how the adapter was made in the model card PEFT wrote (`cards.py`)."""
+        """PEFT's save, then the SHINE card (`cards.add_hypernetwork_section`): `PeftModel.save_pretrained` calls no
+        tuner code, so the config's save is the one place to complete the model card PEFT just wrote."""
         super().save_pretrained(save_directory, **kwargs)
-        add_hypernetwork_section(save_directory, self)
+        add_hypernetwork_section(save_directory, HypernetworkFacts.of(self))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str, subfolder: str | None = None, **kwargs: Any):
@@ -194,11 +238,16 @@ class ShineConfig(PeftConfig):
         model (PEFT itself would fall back to unpickling `adapter_model.bin`). To read only the config of a folder
         without weights, use `PeftConfig.from_pretrained`."""
         config = super().from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
+        # here, because PEFT reads the weights right after the config and would unpickle adapter_model.bin
         check_adapter_weights(str(pretrained_model_name_or_path), subfolder, **cls._split_kwargs(kwargs)[0])
         return config
 
 
-CHOICES = {"context_overflow": get_args(ContextOverflow), "chunk_combination": get_args(ChunkCombination)}
+CHOICES = {
+    "context_overflow": get_args(ContextOverflow),
+    "chunk_combination": get_args(ChunkCombination),
+    "context_position_ids": get_args(ContextPositionIds),
+}
 
 
 def check_choice(name: str, value: str, owner: str = "") -> None:
@@ -209,55 +258,35 @@ def check_choice(name: str, value: str, owner: str = "") -> None:
         raise ValueError(f"{owner}{name} must be {listed}, got {value!r}.")
 
 
+ABSORB_FIELDS = (
+    "max_context_tokens",
+    "context_overflow",
+    "chunk_overlap_tokens",
+    "chunk_combination",
+    "chunk_batch_size",
+    "max_lora_rank",
+)
+"""The fields whose saved values are only defaults of each absorb (`options.AbsorbOptions` overrides them per call)."""
+
+
+def check_absorb_values(values: dict, owner: str = "") -> None:
+    """Raise ValueError unless the `ABSORB_FIELDS` values are in range (shared by `ShineConfig` and `AbsorbOptions`)."""
+    for name in ("max_context_tokens", "chunk_batch_size"):
+        if int(values[name]) < 1:
+            raise ValueError(f"{owner}{name} must be a positive integer, got {values[name]!r}.")
+    check_choice("context_overflow", values["context_overflow"], owner)
+    check_choice("chunk_combination", values["chunk_combination"], owner)
+    if not 0 <= values["chunk_overlap_tokens"] < values["max_context_tokens"]:
+        raise ValueError(
+            f"{owner}chunk_overlap_tokens must be in [0, max_context_tokens), got {values['chunk_overlap_tokens']}."
+        )
+    if values["max_lora_rank"] is not None and values["max_lora_rank"] < 1:
+        raise ValueError(f"{owner}max_lora_rank must be None or >= 1, got {values['max_lora_rank']}.")
+
+
 def default_num_heads(width: int) -> int:
     """Heads for an M2P of this width: width / 128 as in the reference, else the first head size that divides it."""
     for head_dim in (128, 64, 96, 80, 48, 32, 16, 8):
         if width % head_dim == 0:
             return width // head_dim
     return 1
-
-
-def check_adapter_weights(source: str, subfolder: str | None = None, **hub_kwargs: Any) -> None:
-    """Check that a SHINE adapter folder or Hub repo holds a complete `adapter_model.safetensors` (a Hub file is
-    downloaded into the cache, where PEFT then finds it).
-
-    Raises FileNotFoundError when the file is missing (also when only a pickled `adapter_model.bin` exists: SHINE
-    never unpickles weights) and ValueError when its header is unreadable or does not match the file size (a
-    truncated or corrupted file). `hub_kwargs` go to `hf_hub_download` (revision, cache_dir, token, ...)."""
-    folder = os.path.join(source, subfolder) if subfolder else source
-    fix = "Save the adapter again with `model.save_pretrained(path)` or copy/upload the complete file"
-    if os.path.isdir(folder):
-        path = os.path.join(folder, SAFETENSORS_WEIGHTS_NAME)
-        if not os.path.isfile(path):
-            pickled = os.path.isfile(os.path.join(folder, WEIGHTS_NAME))
-            raise FileNotFoundError(_missing_weights_message(path, pickled, fix))
-    else:
-        try:
-            path = hf_hub_download(source, SAFETENSORS_WEIGHTS_NAME, subfolder=subfolder, **hub_kwargs)
-        except EntryNotFoundError as error:
-            where = f"{source}/{subfolder}" if subfolder else source
-            raise FileNotFoundError(
-                _missing_weights_message(f"{where}/{SAFETENSORS_WEIGHTS_NAME}", False, fix)
-                + f" ({type(error).__name__}: not in the repo, or not in the local cache when offline)"
-            ) from None
-    try:
-        with safe_open(path, framework="pt"):
-            pass
-    except (SafetensorError, OSError) as error:
-        raise ValueError(
-            f"{path} is not a readable safetensors file ({error}): it is truncated or corrupted, e.g. by an "
-            f"interrupted save, copy or download. {fix}; for a Hub repo, download it again with "
-            f"`huggingface_hub.hf_hub_download(repo_id, {SAFETENSORS_WEIGHTS_NAME!r}, force_download=True)`."
-        ) from None
-
-
-def _missing_weights_message(path: str, pickled: bool, fix: str) -> str:
-    """The error text for a SHINE adapter without `adapter_model.safetensors`."""
-    message = f"{path} not found: a SHINE adapter needs its hypernetwork weights next to adapter_config.json."
-    if pickled:
-        message += (
-            f" The folder holds {WEIGHTS_NAME}, a pickle, which SHINE never loads (unpickling can run code). "
-            "If you trust it, convert it: `safetensors.torch.save_file(torch.load(bin_path, weights_only=True), "
-            "safetensors_path)`."
-        )
-    return f"{message} {fix}."

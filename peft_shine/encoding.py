@@ -9,17 +9,16 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .checkpointing import install_checkpoint_replay
 from .hypernetwork import LoraFactors, ShineHypernetwork
 from .layer import ShineRuntime, ShineState
-from .structure import with_state_replay
 
 
-def install_checkpoint_replay(layers: nn.ModuleList, runtime: ShineRuntime) -> None:
-    """Make activation checkpointing of the decoder layers replay under the SHINE state each layer first ran with."""
-    for layer in layers:
-        func = getattr(layer, "_gradient_checkpointing_func", None)
-        if getattr(layer, "gradient_checkpointing", False) and not getattr(func, "shine_replays_state", False):
-            layer._gradient_checkpointing_func = with_state_replay(func, runtime)
+def encode_position_ids(attention_mask: torch.Tensor, rule: str) -> torch.Tensor:
+    """Position ids (B, T) of left-padded sequences: "mask" = cumsum(mask) - 1 (pads at 0), "arange" = 0 .. T - 1."""
+    if rule == "arange":
+        return torch.arange(attention_mask.shape[1], device=attention_mask.device).expand_as(attention_mask)
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def encode_memory_states(
@@ -29,19 +28,21 @@ def encode_memory_states(
     memory_embeddings: torch.Tensor,
     context_input_ids: torch.Tensor,
     context_attention_mask: torch.Tensor,
+    position_ids: str = "mask",
 ) -> torch.Tensor:
     """Left-padded contexts (B, T) + M memory tokens (memory_embeddings (1, M, H)) -> memory states (B, L, M, H).
 
     One pass of `model.base_model` (the decoder stack of a transformers causal LM) under the "encode" state (the
     meta-LoRA on); forward hooks on the L `layers` take each layer's output at the M memory positions (before the
-    final norm)."""
+    final norm). `position_ids`: "mask" counts positions from the attention mask (cumsum - 1), "arange" numbers the
+    padded sequence 0 .. T + M - 1 (the reference code's rule; see `ShineConfig.context_position_ids`)."""
     num_slots = memory_embeddings.shape[-2]
     batch = context_input_ids.shape[0]
     context_embeds = model.get_input_embeddings()(context_input_ids)
     memory = memory_embeddings.to(context_embeds.dtype).expand(batch, -1, -1)
     inputs_embeds = torch.cat([context_embeds, memory], dim=1)
     attention_mask = torch.cat([context_attention_mask, context_attention_mask.new_ones(batch, num_slots)], dim=1)
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    positions = encode_position_ids(attention_mask, position_ids)
 
     memory_states: list[torch.Tensor] = []
 
@@ -54,7 +55,7 @@ def encode_memory_states(
     try:
         with runtime.using(ShineState("encode")):
             model.base_model(
-                inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=positions, use_cache=False
             )
     finally:
         for hook in hooks:

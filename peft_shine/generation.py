@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from .defaults import pretrained_source
+from .default_base import pretrained_source
 from .padding import left_pad, pad_id_of
 from .tokenization import question_prompt_ids
 

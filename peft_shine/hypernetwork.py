@@ -167,7 +167,7 @@ class M2PTransformer(nn.Module):
 
 
 class ShineHypernetwork(nn.Module):
-    """Memory embeddings + memory-state standardisation + M2P + slicing plan of one SHINE adapter."""
+    """Memory embeddings + memory-state standardisation (optional) + M2P + slicing plan of one SHINE adapter."""
 
     def __init__(
         self,
@@ -181,12 +181,15 @@ class ShineHypernetwork(nn.Module):
         lora_scale: float,
         stats_momentum: float,
         embedding_std: float,
+        standardize: bool = True,
     ):
         super().__init__()
         self.plan = plan
         self.lora_scale = lora_scale
         self.memory_embeddings = nn.Parameter(torch.randn(num_slots, hidden_size) * embedding_std)
-        self.standardizer = MemoryStandardizer(plan.num_layers, num_slots, hidden_size, stats_momentum)
+        self.standardizer = (
+            MemoryStandardizer(plan.num_layers, num_slots, hidden_size, stats_momentum) if standardize else None
+        )
         self.m2p = M2PTransformer(
             plan.num_layers, num_slots, hidden_size, width, num_heads, intermediate_size, num_blocks
         )
@@ -196,10 +199,14 @@ class ShineHypernetwork(nn.Module):
         return self.memory_embeddings.shape[0]
 
     def forward(self, memory_states: torch.Tensor, update_statistics: bool = False) -> LoraFactors:
-        """(B, L, M, H) memory states -> per-module LoRA factors (float32, scaled by sqrt(lora_scale))."""
-        if update_statistics:
-            self.standardizer.update(memory_states)
-        out = self.m2p(self.standardizer(memory_states))
+        """(B, L, M, H) memory states -> per-module LoRA factors (float32, scaled by sqrt(lora_scale)). Without a
+        standardizer the raw states go into the M2P and `update_statistics` does nothing."""
+        if self.standardizer is None:
+            out = self.m2p(memory_states.float())
+        else:
+            if update_statistics:
+                self.standardizer.update(memory_states)
+            out = self.m2p(self.standardizer(memory_states))
         return self.plan.slice(out.flatten(2), self.lora_scale)
 
 

@@ -72,7 +72,13 @@ class ShineLinear(nn.Module, BaseTunerLayer):
     other_param_names = ()
 
     def __init__(
-        self, base_layer: nn.Linear, adapter_name: str, meta_lora_rank: int, runtime: ShineRuntime, key: str
+        self,
+        base_layer: nn.Linear,
+        adapter_name: str,
+        meta_lora_rank: int,
+        runtime: ShineRuntime,
+        key: str,
+        init_weights: bool = True,
     ) -> None:
         super().__init__()
         self.base_layer = base_layer
@@ -83,16 +89,18 @@ class ShineLinear(nn.Module, BaseTunerLayer):
         self.key = key
         self._disable_adapters = False
         self.merged_adapters = []
-        self.update_layer(adapter_name, meta_lora_rank)
+        self.update_layer(adapter_name, meta_lora_rank, init_weights)
         self._active_adapter = adapter_name
 
-    def update_layer(self, adapter_name: str, meta_lora_rank: int) -> None:
-        """Create the meta-LoRA of `adapter_name`: A random (as LoRA's kaiming init), B zero, on the base device."""
+    def update_layer(self, adapter_name: str, meta_lora_rank: int, init_weights: bool = True) -> None:
+        """Create the meta-LoRA of `adapter_name` on the base device: A random (as LoRA's kaiming init), B zero (random
+        with `init_weights=False`, as LoRA's `init_lora_weights=False`)."""
         weight = self.base_layer.weight
         meta_a = nn.Linear(self.in_features, meta_lora_rank, bias=False, device=weight.device)
         meta_b = nn.Linear(meta_lora_rank, self.out_features, bias=False, device=weight.device)
         nn.init.kaiming_uniform_(meta_a.weight, a=math.sqrt(5))
-        nn.init.zeros_(meta_b.weight)
+        if init_weights:
+            nn.init.zeros_(meta_b.weight)
         self.shine_meta_A[adapter_name] = meta_a
         self.shine_meta_B[adapter_name] = meta_b
 

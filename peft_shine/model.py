@@ -1,10 +1,8 @@
-"""`ShineModel`: the PEFT tuner that injects `ShineLinear` layers, owns the hypernetwork, and turns contexts into
-generated LoRAs (absorb / forget / ask, and the training forward with `context_input_ids`)."""
+"""`ShineModel`: the PEFT tuner that injects `ShineLinear` layers, owns the hypernetwork, turns contexts into generated
+LoRAs (`generate_lora`) and runs the forward with `context_input_ids`; absorb / forget / ask are `contexts.py`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -15,32 +13,27 @@ from transformers import PreTrainedTokenizerBase
 from .absorbed import AbsorbedContext
 from .building import build_hypernetwork, record_or_check_base
 from .cards import base_weights_of
-from .composition import check_weight_count
-from .config import ChunkCombination, ContextOverflow, ShineConfig, check_choice
-from .diagnostics import calibrate_memory_statistics, context_variance_share_of
-from .encoding import encode_memory_states, generate_in_batches, install_checkpoint_replay
-from .generation import base_tokenizer, generate_answers, padded_on_device
+from .checkpointing import install_checkpoint_replay
+from .config import ShineConfig
+from .contexts import ContextMethods
+from .encoding import encode_memory_states
+from .guards import learns_from_contexts, missing_contexts_error, reject_loss_inputs
 from .hypernetwork import LoraFactors, ShineHypernetwork, module_key
 from .layer import ShineLinear, ShineRuntime, ShineState
-from .objective import learns_from_contexts, missing_contexts_error, reject_loss_inputs
 from .structure import matches_module_names, resolve_targets
-from .tokenization import as_text_list, context_token_chunks
-
-ContextInput = str | Sequence[str]
 
 
-class ShineModel(BaseTuner):
+class ShineModel(ContextMethods, BaseTuner):
     """SHINE tuner: a hypernetwork that reads a context with the frozen base and writes a LoRA for it.
 
     Use through PEFT: `model = get_peft_model(base, ShineConfig(...))`; then `model.absorb_context(text)`,
-    `model.ask(question)`, `model.forget()`, or train with `model(input_ids, attention_mask, labels,
-    context_input_ids, context_attention_mask)`.
+    `model.ask(question)`, `model.forget()` (those are `contexts.ContextMethods`), or train with `model(input_ids,
+    attention_mask, labels, context_input_ids, context_attention_mask)`.
     """
 
     prefix = "shine_"
     tuner_layer_cls = ShineLinear
     target_module_mapping: dict[str, list[str]] = {}
-    uses_shared_state = True
 
     # ----------------------------------------------------------------------------------------------------------------
     # Injection
@@ -78,7 +71,12 @@ class ShineModel(BaseTuner):
 
     def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key, **kwargs):
         new_module = ShineLinear(
-            target, adapter_name, peft_config.meta_lora_rank, self.runtime, self._target_keys[current_key]
+            target,
+            adapter_name,
+            peft_config.meta_lora_rank,
+            self.runtime,
+            self._target_keys[current_key],
+            init_weights=peft_config.init_weights,
         )
         self._replace_module(parent, target_name, new_module, target)
 
@@ -148,6 +146,7 @@ class ShineModel(BaseTuner):
             self.hypernetwork.memory_embeddings,
             context_input_ids,
             context_attention_mask,
+            self.shine_config.context_position_ids,
         )
 
     def forward(
@@ -174,132 +173,3 @@ class ShineModel(BaseTuner):
         factors = self.generate_lora(context_input_ids, context_attention_mask, update_statistics=self.training)
         with self.runtime.using(ShineState("answer", factors)):
             return self.model(*args, **kwargs)
-
-    # ----------------------------------------------------------------------------------------------------------------
-    # Absorb / forget / ask
-
-    def resolve_tokenizer(self, tokenizer: PreTrainedTokenizerBase | None = None) -> PreTrainedTokenizerBase:
-        """The tokenizer to use: the one given (remembered as `self.tokenizer`), else the one remembered, else the
-        base model's (`generation.base_tokenizer`; SHINE never changes the tokenizer)."""
-        if tokenizer is not None or self.tokenizer is None:
-            self.tokenizer = tokenizer or base_tokenizer(self.model)
-        return self.tokenizer
-
-    def context_chunks(
-        self,
-        context: ContextInput,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-        context_overflow: ContextOverflow | None = None,
-    ) -> list[list[list[int]]]:
-        """Plain-text token ids of each context's chunks (`tokenization.context_token_chunks`) under the overflow
-        policy `context_overflow` (default: the config's)."""
-        config = self.shine_config
-        overflow = context_overflow or config.context_overflow
-        check_choice("context_overflow", overflow)
-        return context_token_chunks(
-            self.resolve_tokenizer(tokenizer),
-            as_text_list(context),
-            config.max_context_tokens,
-            overflow,
-            config.chunk_overlap_tokens,
-        )
-
-    def tokenize_contexts(
-        self, context: ContextInput, tokenizer: PreTrainedTokenizerBase | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Texts -> left-padded (N, T) ids and mask of every chunk on the model's device (N = number of contexts
-        unless some are chunked)."""
-        chunks = [chunk for document in self.context_chunks(context, tokenizer) for chunk in document]
-        return padded_on_device(chunks, self.resolve_tokenizer(tokenizer), self.model)
-
-    @torch.no_grad()
-    def absorb_context(
-        self,
-        context: ContextInput,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-        *,
-        compose: bool = False,
-        weights: Sequence[float] | None = None,
-        append: bool = False,
-        max_lora_rank: int | None | str = "config",
-        chunk_combination: ChunkCombination | None = None,
-        context_overflow: ContextOverflow | None = None,
-    ) -> AbsorbedContext:
-        """Read one context (str) or a batch (list of str) and switch the model to the generated LoRA(s):
-        chunks -> encode -> combine -> use. Returns the `AbsorbedContext` (exportable as a plain PEFT LoRA).
-
-        One adapter per context (row i of the next forward uses context i, context-major); `compose=True`: one
-        adapter for all (their mean or sum, or the weighted sum with `weights`); `append=True`: add this text's chunks
-        to the current single adapter without re-encoding it. A context longer than `max_context_tokens` is chunked
-        and its chunk deltas combined by `chunk_combination` ("mean" or "sum"); an int `max_lora_rank` compresses a
-        larger adapter by a truncated SVD (None: full rank). `max_lora_rank`, `chunk_combination` and
-        `context_overflow` default to the `ShineConfig` fields of the same names. Details: docs/api.md."""
-        config = self.shine_config
-        combination = chunk_combination or config.chunk_combination
-        check_choice("chunk_combination", combination)
-        max_rank = config.max_lora_rank if max_lora_rank == "config" else max_lora_rank
-        if weights is not None and not compose:
-            raise ValueError("weights= mixes several contexts into one adapter; pass compose=True as well.")
-        documents = self.context_chunks(context, tokenizer, context_overflow)
-        check_weight_count(weights, len(documents))
-        chunks = [chunk for document in documents for chunk in document]
-        ids, mask = padded_on_device(chunks, self.resolve_tokenizer(tokenizer), self.model)
-        absorbed = AbsorbedContext.from_chunks(
-            generate_in_batches(self.generate_lora, self.hypernetwork, ids, mask, config.chunk_batch_size),
-            [len(document) for document in documents],
-            combination,
-            module_paths={key: path for path, key in self._target_keys.items()},
-            context_token_counts=[sum(map(len, document)) for document in documents],
-            base_model_name_or_path=getattr(self.model, "name_or_path", None) or None,
-            base_model_weights=base_weights_of(self.model),
-        )
-        if compose:
-            absorbed = AbsorbedContext.compose([absorbed], weights, combination)
-        if append:
-            absorbed = AbsorbedContext.extended(self.current_context, absorbed, combination)
-        absorbed = absorbed.within_rank(max_rank)
-        self.use_context(absorbed)
-        return absorbed
-
-    def use_context(self, absorbed: AbsorbedContext | None) -> None:
-        """Answer with an `AbsorbedContext` (e.g. one kept from an earlier `absorb_context`); None = base model.
-        Raises ValueError for one generated for other target modules or module shapes (another base)."""
-        if absorbed is not None:
-            absorbed.check_module_shapes(self._key_shapes)
-        self.current_context = absorbed
-        self.runtime.state = ShineState() if absorbed is None else ShineState("answer", absorbed.factors)
-
-    def forget(self) -> None:
-        """Drop the absorbed context: the model computes exactly the base model again. Idempotent."""
-        self.use_context(None)
-
-    @contextmanager
-    def absorbed(
-        self, context: ContextInput, tokenizer: PreTrainedTokenizerBase | None = None, **options: Any
-    ) -> Iterator[AbsorbedContext]:
-        """`with model.absorbed(text) as ctx:` absorbs for the block (same arguments as `absorb_context`) and restores
-        the previous context on exit, also on an exception."""
-        previous = self.current_context
-        try:
-            yield self.absorb_context(context, tokenizer, **options)
-        finally:
-            self.use_context(previous)
-
-    @torch.no_grad()
-    def ask(
-        self,
-        question: str | Sequence[str],
-        max_new_tokens: int = 64,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-        **generate_kwargs: Any,
-    ) -> str | list[str]:
-        """Answer a question (or a list, context-major for batched contexts) from the absorbed context, with the
-        question alone in the chat template (the training format); greedy unless `generate_kwargs` say otherwise."""
-        tokenizer = self.resolve_tokenizer(tokenizer)
-        questions = as_text_list(question, what="question")
-        answers = generate_answers(self.model, tokenizer, questions, max_new_tokens, **generate_kwargs)
-        return answers[0] if isinstance(question, str) else answers
-
-    # Diagnostics: see diagnostics.py
-    calibrate_memory_statistics = calibrate_memory_statistics
-    context_variance_share = context_variance_share_of

@@ -20,44 +20,12 @@ import torch
 from transformers.loss.loss_utils import ForCausalLMLoss
 
 from .distillation import answer_token_kl
-from .layer import ShineState
+from .guards import learns_from_contexts, missing_contexts_error
 from .padding import IGNORE_INDEX
 
 TEACHER_KEYS = ("teacher_input_ids", "teacher_attention_mask", "teacher_labels")
 SKIP_REASONS = ("no_answer_tokens", "non_finite_loss")
 _HOOKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> the pre-hook of its newest ShineLoss
-
-
-def missing_contexts_error(what: str) -> ValueError:
-    """The error for a training loss computed without contexts: `what` says what the forward got."""
-    return ValueError(
-        f"A SHINE model trains through the contexts it reads, but {what} and no context_input_ids: the loss would "
-        "reach no trainable SHINE parameter (grad_norm 0, nothing learns). Give every training batch "
-        "context_input_ids (B_ctx, T) and context_attention_mask: build the examples with "
-        "peft_shine.data.InstructDataset or PretrainDataset and batch them with peft_shine.data.ShineDataCollator "
-        "(Trainer(..., remove_unused_columns=False)), or train with TRL through peft_shine.sft.ShineSFTTrainer and a "
-        "'context' column (docs/training.md). For the base model's loss without contexts, call the model under "
-        "model.eval() or torch.no_grad()."
-    )
-
-
-def learns_from_contexts(model: torch.nn.Module) -> bool:
-    """Whether a forward of `model` now would train SHINE: training mode, gradients on, and a trainable SHINE
-    parameter (hypernetwork or meta-LoRA, named with the `shine_` prefix)."""
-    if not (model.training and torch.is_grad_enabled()):
-        return False
-    return any(param.requires_grad for name, param in model.named_parameters() if "shine_" in name)
-
-
-def reject_loss_inputs(model_kwargs: dict[str, Any]) -> None:
-    """Raise ValueError when the keyword arguments of a model forward hold loss inputs (teacher fields)."""
-    found = sorted(key for key in model_kwargs if key.startswith("teacher_") or key == "distill_weight")
-    if found:
-        raise ValueError(
-            f"{found} are loss inputs, not model inputs: train with "
-            "Trainer(compute_loss_func=peft_shine.ShineLoss(model, distill_weight)), which takes them out of the "
-            "batch (or drop them)."
-        )
 
 
 class ShineLoss:
@@ -120,9 +88,8 @@ class ShineLoss:
                 "Distillation (distill_weight > 0) needs teacher_input_ids and teacher_labels in every batch: build "
                 "the dataset with InstructDataset(..., teacher=True)."
             )
-        tuner = self.model.base_model
-        with tuner.runtime.using(ShineState()):
-            return tuner.model(
+        with self.model.base_model.without_context():
+            return self.model(
                 input_ids=teacher["teacher_input_ids"],
                 attention_mask=teacher.get("teacher_attention_mask"),
                 use_cache=False,

@@ -1,5 +1,5 @@
-"""Where SHINE acts inside a transformers causal LM: the decoder layers, the linear projections of each layer that
-receive a generated LoRA, and activation checkpointing that replays a layer under the SHINE state it first ran with.
+"""Where SHINE acts inside a transformers causal LM: the decoder layers and the linear projections of each layer that
+receive a generated LoRA.
 
 Target selection follows PEFT's meaning of the LoRA options (`peft.tuners.tuners_utils.check_target_module_exists`),
 applied to full module names of the base model such as `"model.layers.3.mlp.down_proj"`:
@@ -19,7 +19,6 @@ must be an `nn.Linear` inside a decoder layer. `resolve_targets` checks this and
 
 from __future__ import annotations
 
-import functools
 import re
 import warnings
 from collections.abc import Collection, Sequence
@@ -27,8 +26,7 @@ from dataclasses import dataclass
 
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
-
-from .layer import ShineRuntime
+from transformers import PretrainedConfig
 
 ALL_LINEAR = "all-linear"
 TargetModules = str | Collection[str] | None
@@ -70,7 +68,11 @@ def find_decoder_layers(
     count, else the first module list of that length (the heuristic for models without `get_decoder`).
 
     With `layers_pattern` (PEFT's option: `"layers"`, `"h"`, or a list of such names), only a module list whose own
-    name (the last component of its path) fully matches one of the patterns qualifies."""
+    name (the last component of its path) fully matches one of the patterns qualifies.
+
+    Raises TypeError for a model that is not a transformers model (no `PretrainedConfig`), ValueError when no decoder
+    layers are found."""
+    check_transformers_model(model)
     num_layers = model.config.get_text_config().num_hidden_layers
     patterns = [layers_pattern] if isinstance(layers_pattern, str) else list(layers_pattern or [])
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
@@ -87,6 +89,20 @@ def find_decoder_layers(
     raise ValueError(
         f"Could not find the decoder layers of {type(model).__name__}: no nn.ModuleList{named} of length "
         f"num_hidden_layers={num_layers}. SHINE needs a decoder-only transformers model."
+    )
+
+
+def check_transformers_model(model: nn.Module) -> None:
+    """Raise TypeError, naming what to use instead, unless `model` is a transformers model (has a `PretrainedConfig`):
+    SHINE reads contexts with the model's own decoder layers, so a plain `nn.Module` cannot hold a SHINE adapter."""
+    if isinstance(getattr(model, "config", None), PretrainedConfig):
+        return
+    raise TypeError(
+        f"SHINE needs a transformers causal language model with decoder layers (e.g. "
+        f"`AutoModelForCausalLM.from_pretrained(...)`), but got {type(model).__name__}, a torch module without a "
+        "transformers config: SHINE reads the context with the model's own decoder layers and writes a LoRA for "
+        "them. Put SHINE on a transformers causal LM, or use a weight adapter such as peft.LoraConfig for a custom "
+        "module."
     )
 
 
@@ -257,21 +273,3 @@ def resolve_targets(
         )
     all_layers = targeted == tuple(range(len(layers)))
     return DecoderStructure(layers_path, layers, dict(reference), None if all_layers else targeted)
-
-
-def with_state_replay(checkpoint_func, runtime: ShineRuntime):
-    """Wrap a layer's activation-checkpoint function so that the backward replay runs under the SHINE state the layer
-    first ran with (the state changes between the encode and answer passes of one training step)."""
-
-    @functools.wraps(checkpoint_func)
-    def checkpoint_with_state(function, *args, **kwargs):
-        state = runtime.state
-
-        def replay(*inner_args, **inner_kwargs):
-            with runtime.using(state):
-                return function(*inner_args, **inner_kwargs)
-
-        return checkpoint_func(replay, *args, **kwargs)
-
-    checkpoint_with_state.shine_replays_state = True
-    return checkpoint_with_state

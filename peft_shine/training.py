@@ -87,7 +87,14 @@ class DataFileArguments:
 
 
 NEW_ADAPTER_DEFAULTS = {"lora_rank": 8, "meta_lora_rank": 16, "m2p_layers": 4, "max_context_tokens": 1024}
-STRUCTURE_FIELDS = ("lora_rank", "meta_lora_rank", "m2p_layers", "target_modules", "num_memory_tokens")
+STRUCTURE_FIELDS = (
+    "lora_rank",
+    "meta_lora_rank",
+    "m2p_layers",
+    "target_modules",
+    "num_memory_tokens",
+    "standardize_memory_states",
+)
 """ShineArguments fixed by a saved adapter's hypernetwork (they set the shapes of its weights)."""
 
 
@@ -118,6 +125,17 @@ class ShineArguments:
         metadata={"help": "Comma-separated module names (e.g. 'down_proj') or 'all-linear'; default all linear."},
     )
     num_memory_tokens: int | None = field(default=None, metadata={"help": "Memory slots; default ceil(r*D/H)."})
+    standardize_memory_states: bool | None = field(
+        default=None,
+        metadata={"help": "Standardise memory states before the M2P (new adapter: true); false = the reference (raw)."},
+    )
+    context_position_ids: str | None = field(
+        default=None,
+        metadata={
+            "help": "Encode-pass position ids: 'mask' (cumsum; new adapter) or 'arange' (the reference); with an "
+            "adapter: its own unless given."
+        },
+    )
 
     def to_config(self) -> ShineConfig:
         """The `ShineConfig` of a new adapter: the fields given, the defaults of `NEW_ADAPTER_DEFAULTS` otherwise."""
@@ -129,11 +147,13 @@ class ShineArguments:
             **{**NEW_ADAPTER_DEFAULTS, **given, **overflow},
             target_modules=targets,
             num_memory_tokens=self.num_memory_tokens,
+            standardize_memory_states=self.standardize_memory_states is not False,
+            context_position_ids=self.context_position_ids or "mask",
         )
 
     def apply_to_loaded(self, config: ShineConfig, adapter: str) -> None:
-        """Set `max_context_tokens` / `context_overflow` (when given) on a loaded adapter's config; ValueError when a
-        structure field is given, since the adapter's weights fix it."""
+        """Set `max_context_tokens` / `context_overflow` / `context_position_ids` (when given) on a loaded adapter's
+        config; ValueError when a structure field is given, since the adapter's weights fix it."""
         fixed = [f"--{name}" for name in STRUCTURE_FIELDS if getattr(self, name) is not None]
         if fixed:
             raise ValueError(
@@ -145,6 +165,9 @@ class ShineArguments:
         if self.context_overflow is not None:
             check_choice("context_overflow", self.context_overflow, "--")
             config.context_overflow = self.context_overflow
+        if self.context_position_ids is not None:
+            check_choice("context_position_ids", self.context_position_ids, "--")
+            config.context_position_ids = self.context_position_ids
 
 
 @dataclass

@@ -39,13 +39,13 @@ LLAMA_LAYER = [  # the linear modules of a Llama-style decoder layer, in module 
 ]
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """A 400-token byte-level BPE tokenizer with ChatML special tokens and chat template."""
+def build_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
+    """A `vocab_size`-token byte-level BPE tokenizer with ChatML special tokens and chat template."""
     bpe = Tokenizer(models.BPE(unk_token=None))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400,
+        vocab_size=vocab_size,
         special_tokens=["<pad>", "<|im_start|>", "<|im_end|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )

@@ -4,7 +4,8 @@ needle table, chunking, compression, ICL truncation and all outputs."""
 import json
 import time
 
-from benchmarks.long_documents.run import POSITIONS, Subject, main
+from benchmarks.long_documents.documents import POSITIONS
+from benchmarks.long_documents.run import Subject, main
 from tests.helpers import build_model, build_shine
 
 PARAGRAPHS = [

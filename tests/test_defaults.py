@@ -13,8 +13,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from peft_shine import defaults
-from peft_shine.defaults import (
+from peft_shine import default_base as defaults  # the module these tests patch
+from peft_shine.default_base import (
     DEFAULT_HUB_ID,
     DEFAULT_MODEL_NAME,
     EMBEDDED_WEIGHTS,

@@ -35,7 +35,7 @@ def python_block(markdown: Path, heading: str, index: int = 0) -> str:
 
 def short_answers(monkeypatch, tokens: int = 4) -> None:
     """Cap `ask` at a few new tokens: the blocks are checked for running, not for what an untrained model says."""
-    from peft_shine import model as model_module
+    from peft_shine import contexts as model_module
 
     real = model_module.generate_answers
     monkeypatch.setattr(

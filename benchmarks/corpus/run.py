@@ -3,7 +3,7 @@ length within a window as `absorb_corpus` does), how far batched adapters are fr
 `absorb_corpus` run that also writes every folder.
 
     python benchmarks/corpus/make_paragraphs.py ../shared/data/squad/dev.jsonl runs/corpus/squad_dev_50.jsonl
-    python benchmarks/corpus/run.py --data runs/corpus/squad_dev_50.jsonl --device cpu --output_dir runs/corpus-cpu
+    python -m benchmarks.corpus.run --data runs/corpus/squad_dev_50.jsonl --device cpu --output_dir runs/corpus-cpu
 
 Writes `results.json` (measurements and a `machine` block: CPU, cores, load average before and after, versions,
 command line) and `results.md` to `--output_dir`. Without `--base`/`--adapter` the embedded default is used.
@@ -14,33 +14,25 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable (benchmarks.common)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-# ruff: noqa: E402
 import torch
 
-from benchmarks.common import machine_info, markdown_table, resolve_device, write_results
+from benchmarks.common import machine_info, markdown_table, measure, resolve_device, write_results
 from peft_shine.corpus import absorb_corpus, iter_absorbed, padding_share, plan_batches, read_corpus
 from peft_shine.corpus.batching import count_tokens
 from peft_shine.defaults import load_shine
 from peft_shine.evaluation import timed
 
 
-def measure(model, documents, batches, device: torch.device, repeats: int) -> tuple[float, list]:
+def measure_plan(model, documents, batches, device: torch.device, repeats: int) -> tuple[float, list]:
     """Median seconds over `repeats` runs of absorbing every document with the batch plan `batches`; the adapters of
     the last run, in document order."""
-    times, results = [], []
-    for _ in range(repeats):
-        results, seconds = timed(device, lambda: list(iter_absorbed(model, documents, batches=batches)))
-        times.append(seconds)
+    runs = measure(device, lambda: list(iter_absorbed(model, documents, batches=batches)), repeats)
     order = {doc.id: i for i, doc in enumerate(documents)}
-    return statistics.median(times), sorted(results, key=lambda item: order[item.document.id])
+    return runs.median_s, sorted(runs.result, key=lambda item: order[item.document.id])
 
 
 def agreement(first: list, second: list) -> dict[str, float]:
@@ -84,7 +76,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     rows, adapters = [], {}
     for name, plan in plans.items():
-        seconds, adapters[name] = measure(model, documents, plan, device, args.repeats)
+        seconds, adapters[name] = measure_plan(model, documents, plan, device, args.repeats)
         rows.append(
             {
                 "mode": name,

@@ -13,5 +13,5 @@ $PY -c "import torch, transformers, peft; print('torch', torch.__version__, 'tra
 'peft', peft.__version__)" >> "$OUT/machine.txt" 2>&1
 timeout 90 $PY -m pytest tests/test_cuda.py -q -p no:cacheprovider > "$OUT/cuda_tests.log" 2>&1  # kept if killed
 tail -n 15 "$OUT/cuda_tests.log"
-timeout 150 $PY benchmarks/speed/run.py --device cuda --repeats 3 --output_dir "$OUT/speed" 2>&1 \
+timeout 150 $PY -m benchmarks.speed.run --device cuda --repeats 3 --output_dir "$OUT/speed" 2>&1 \
   | grep -v "it/s\]$" | tail -n 40

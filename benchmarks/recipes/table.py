@@ -1,6 +1,6 @@
 """The recipe-ablation table and loss curves from `run_arm.sh` outputs.
 
-    python benchmarks/recipes/table.py [--arms benchmarks/recipes/arms] [--reference benchmarks/recipes/reference]
+    python -m benchmarks.recipes.table [--arms benchmarks/recipes/arms] [--reference benchmarks/recipes/reference]
 
 Writes `results.md` (one row per arm: training contexts, final loss, and per evaluation set SHINE's F1, F1 on
 open-vocabulary questions (on the invented-facts set: the questions whose answer is a new name, place or number) with
@@ -12,15 +12,9 @@ the answer log-likelihood gain over no context on those open questions, per toke
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository root importable (benchmarks.common)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-# ruff: noqa: E402
 import argparse
 import json
+from pathlib import Path
 
 from benchmarks.common import markdown_table, mean_copied_share
 

@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ..absorbed import AbsorbedContext
 from ..model import ShineModel
+from ..options import AbsorbOptions
 from ..tokenization import encode_plain
 from .records import Document
 
@@ -90,15 +91,15 @@ def iter_absorbed(
     *,
     batch_size: int | None = None,
     window: int | None = None,
-    max_rank: int | None = None,
+    options: AbsorbOptions | None = None,
     tokenizer: PreTrainedTokenizerBase | None = None,
     batches: Sequence[Sequence[int]] | None = None,
     wanted: set[int] | None = None,
 ) -> Iterator[AbsorbedDocument]:
     """Absorb `documents` in planned batches and yield each one's adapter.
 
-    Each adapter is what `model.absorb_context(document.text)` alone returns (compressed to `max_rank`, default the
-    config's `max_lora_rank`, per document exactly as a lone absorb would). With `batch_size` 1 (the default on CPU,
+    Each adapter is what `model.absorb_context(document.text, options=options)` alone returns (compressed to the
+    options' `max_lora_rank` per document, exactly as a lone absorb would). With `batch_size` 1 (the default on CPU,
     see `default_batch_size`) it is bit-identical. In a larger batch, the left padding of shorter documents changes
     the shapes of the encode pass's matmuls and so the float rounding: measured, at most 2e-8 on the tiny test model,
     and on the shipped default a relative update error ||D_batched - D_alone|| / ||D_alone|| of about 1e-4
@@ -112,8 +113,8 @@ def iter_absorbed(
     """
     shine = shine_model_of(model)
     tokenizer = shine.resolve_tokenizer(tokenizer)
-    config = shine.shine_config
-    max_rank = config.max_lora_rank if max_rank is None else max_rank
+    chosen = shine.absorb_options(options)
+    full_rank = chosen.with_overrides(max_lora_rank=None)  # compressed per document below, not per batch
     if batches is None:
         batch_size = batch_size or default_batch_size(shine)
         batches = plan_batches(count_tokens(documents, tokenizer), batch_size, window)
@@ -123,12 +124,11 @@ def iter_absorbed(
             if wanted is not None and not any(i in wanted for i in batch):
                 continue
             start = time.perf_counter()
-            # compressed per document below, as a lone absorb would, not per batch
-            absorbed = shine.absorb_context([documents[i].text for i in batch], tokenizer, max_lora_rank=None)
+            absorbed = shine.absorb_context([documents[i].text for i in batch], tokenizer, options=full_rank)
             seconds = (time.perf_counter() - start) / len(batch)
             for row, position in enumerate(batch):
                 if wanted is not None and position not in wanted:
                     continue
-                yield AbsorbedDocument(documents[position], absorbed[row].within_rank(max_rank), seconds)
+                yield AbsorbedDocument(documents[position], absorbed[row].within_rank(chosen.max_lora_rank), seconds)
     finally:
         shine.use_context(previous)

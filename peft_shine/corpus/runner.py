@@ -23,6 +23,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ..cards import base_weights_of
 from ..model import ShineModel
+from ..options import AbsorbOptions
 from .batching import (
     AbsorbedDocument,
     count_tokens,
@@ -152,7 +153,7 @@ def absorb_corpus(
     batch_size: int | None = None,
     window: int | None = None,
     shard_size: int = 256,
-    max_rank: int | None = None,
+    options: AbsorbOptions | None = None,
     on_error: str = "stop",
     tokenizer: PreTrainedTokenizerBase | None = None,
     base_model: str | None = None,
@@ -171,7 +172,8 @@ def absorb_corpus(
             per safetensors file; read back with `load_absorbed`).
         batch_size, window: documents per encode batch (default: `default_batch_size`, 1 on CPU, 8 on a GPU), and
             how many consecutive documents are sorted by length together (see `plan_batches`).
-        max_rank: compress each adapter above this rank (default: the config's `max_lora_rank`).
+        options: the per-absorb choices (`AbsorbOptions`: chunking, combination, rank budget `max_lora_rank`, ...);
+            default: the adapter's config.
         on_error: "stop" (first bad record raises, nothing is written) or "skip" (bad records are listed in the index).
         base_model: the base model name written to adapter_config.json and the model card (default: the base's
             `name_or_path`); `adapter_name`: the SHINE adapter named in the card.
@@ -190,8 +192,8 @@ def absorb_corpus(
     shine = shine_model_of(model)
     batch_size = batch_size or default_batch_size(shine)
     tokenizer = shine.resolve_tokenizer(tokenizer)
-    max_rank = shine.shine_config.max_lora_rank if max_rank is None else max_rank
-    fingerprint = settings_fingerprint(shine, tokenizer, max_rank, base_model)
+    options = shine.absorb_options(options)
+    fingerprint = settings_fingerprint(shine, tokenizer, options, base_model)
     summary = CorpusSummary(directory, format, rank, world_size, skipped=skipped)
     run = _Run(
         shine,
@@ -201,7 +203,7 @@ def absorb_corpus(
         fingerprint,
         summary,
         tokenizer,
-        max_rank,
+        options,
         batch_size,
         window,
         base_model,
@@ -226,7 +228,12 @@ def absorb_corpus(
             "module_paths": {key: path for path, key in shine._target_keys.items()},
             "adapter": adapter_name,
             "world_size": world_size,
-            "settings": {"batch_size": batch_size, "window": window, "shard_size": shard_size, "max_rank": max_rank},
+            "settings": {
+                "batch_size": batch_size,
+                "window": window,
+                "shard_size": shard_size,
+                "max_rank": options.max_lora_rank,
+            },
         }
         merge_index(directory, documents, skipped, fingerprint, manifest)
         summary.merged = True
@@ -244,7 +251,7 @@ class _Run:
     fingerprint: str
     summary: CorpusSummary
     tokenizer: PreTrainedTokenizerBase
-    max_rank: int | None
+    options: AbsorbOptions
     batch_size: int
     window: int | None
     base_model: str | None
@@ -259,7 +266,7 @@ class _Run:
 
     def _absorb(self, documents: list[Document], batches: list[list[int]], wanted: set[int]):
         for item in iter_absorbed(
-            self.shine, documents, batches=batches, wanted=wanted, max_rank=self.max_rank, tokenizer=self.tokenizer
+            self.shine, documents, batches=batches, wanted=wanted, options=self.options, tokenizer=self.tokenizer
         ):
             yield item, with_base_model(item.absorbed, self.base_model)
 

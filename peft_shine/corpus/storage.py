@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,9 @@ from huggingface_hub import ModelCard
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..absorbed import AbsorbedContext, make_readable
-from ..cards import lora_card
+from ..absorbed import AbsorbedContext
+from ..cards import compression_note, lora_card
+from ..files import make_readable, write_folder_atomically
 
 MANIFEST = "corpus.json"
 INDEX = "index.jsonl"
@@ -62,36 +62,22 @@ def model_card(absorbed: AbsorbedContext, entry: dict[str, Any], adapter: str | 
         f"in one forward pass by the SHINE hypernetwork `{adapter or '(in memory)'}` after reading document "
         f"`{entry['id']}` ({entry['tokens']} tokens in {entry['chunks']} chunk(s), text SHA-256 `{entry['sha256']}`) "
         "with `peft_shine.absorb_corpus` / `peft-shine absorb-corpus`"
+        + compression_note(absorbed.rank, absorbed.compression_error)
     )
-    if absorbed.compression_error is not None:
-        made += f", compressed by a truncated SVD (relative error {absorbed.compression_error:.3g})"
     document = {key: entry[key] for key in ("id", "sha256", "tokens", "chunks", "lora_rank")}
-    return lora_card(absorbed, made, tags=["absorbed-context"], shine_document=document)
-
-
-def _replace_dir(staged: Path, target: Path) -> None:
-    """Move the complete folder `staged` to `target`; an existing `target` is moved aside first and deleted after."""
-    aside = None
-    if target.exists():
-        aside = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}old-", dir=target.parent))
-        os.replace(target, aside / "old")
-    os.replace(staged, target)
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
+    return lora_card(absorbed.card_facts(), made, tags=["absorbed-context"], shine_document=document)
 
 
 def write_folder(directory: Path, absorbed: AbsorbedContext, entry: dict[str, Any], adapter: str | None) -> None:
-    """Write `DIR/<id>/`: `absorbed.save_pretrained` + README.md model card, staged in a temporary folder of `DIR`
-    and renamed into place, so the folder is either the old one or the complete new one."""
-    staging = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=directory))
-    try:
-        folder = staging / "adapter"
-        absorbed.save_pretrained(folder)
-        model_card(absorbed, entry, adapter).save(folder / "README.md")
-        make_readable(folder)
-        _replace_dir(folder, directory / entry["id"])
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    """Write `DIR/<id>/` (what `AbsorbedContext.save_pretrained` writes, with the document's model card), staged in
+    a temporary folder of `DIR` and renamed into place, so the folder is either the old one or the complete new one."""
+    card = model_card(absorbed, entry, adapter)
+    write_folder_atomically(
+        directory / entry["id"],
+        lambda folder: absorbed.write_files(folder, card),
+        prefix=TEMP_PREFIX,
+        aside_prefix=f"{TEMP_PREFIX}old-",
+    )
 
 
 def with_base_model(absorbed: AbsorbedContext, base_model: str | None) -> AbsorbedContext:

@@ -1,0 +1,1 @@
+"""Corpus absorption throughput: `python -m benchmarks.corpus.run`."""
