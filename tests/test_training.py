@@ -230,6 +230,7 @@ def instruct_args(saved_base, data, out, *extra: str) -> list[str]:
     return [*common, *run, "--save_strategy", "no", *extra]
 
 
+@pytest.mark.filterwarnings("ignore:Context .* truncated to max_context_tokens")  # the collator's, by design
 def test_continuing_from_an_adapter_applies_the_context_options(saved_base, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "examples"))
     import instruct

@@ -31,7 +31,8 @@ from gradio_client.exceptions import AppError  # noqa: E402
 from peft import PeftModel  # noqa: E402
 
 from peft_shine.tokenization import ICL_TEMPLATE  # noqa: E402
-from peft_shine.web import ShineEngine, WebLimits, build_app, format_answer, launch  # noqa: E402
+from peft_shine.web import ANSWER_TITLES, ShineEngine, WebLimits, answer_messages, build_app, launch  # noqa: E402
+from peft_shine.web.app import SAMPLE_NAME  # noqa: E402
 from tests.helpers import CONTEXTS, build_model, build_shine  # noqa: E402
 
 # gradio 6.31's queue calls pandas options that pandas 3 deprecates, once per request: noise, not ours
@@ -118,10 +119,15 @@ def without_context(model, question, document=None) -> str:
     return model.ask(prompt, max_new_tokens=LIMITS.max_new_tokens)
 
 
-def answer_of(history) -> str:
-    """The text of the chat's last message (Gradio returns content blocks)."""
-    content = history[-1]["content"]
+def text_of(message) -> str:
+    """The text of a chat message (Gradio returns content blocks)."""
+    content = message["content"]
     return content if isinstance(content, str) else "".join(block["text"] for block in content)
+
+
+def answer_of(history) -> str:
+    """The text of the chat's last message."""
+    return text_of(history[-1])
 
 
 def lora_logits(zip_path, base, ids):
@@ -153,7 +159,10 @@ def test_absorb_ask_compare_and_download_a_plain_peft_lora(server, shine, tokeni
 
     history, _ = user.ask(question, ["lighthouse"], compare=True, history=history)
     without, in_prompt = without_context(shine, question), without_context(shine, question, CONTEXTS[0])
-    assert len(history) == 4 and answer_of(history) == format_answer(expected, without, in_prompt)
+    parts = [(message["metadata"]["title"], text_of(message)) for message in history[-3:]]  # labelled, separate
+    assert len(history) == 6 and parts == list(zip(ANSWER_TITLES, (expected, without, in_prompt)))
+    assert [m["role"] for m in history[-3:]] == ["assistant"] * 3
+    assert answer_messages("only") == [{"role": "assistant", "content": "only"}]  # without compare: one plain reply
     assert expected != without  # absorbing changed the answer, so the comparison shows something
 
     zip_path = user.export(["lighthouse"])
@@ -432,11 +441,11 @@ def test_browser_absorbs_the_sample_document_and_answers_on_the_page(page_model,
         shine_answer = model.ask(question, max_new_tokens=limits.max_new_tokens)
     model.forget()
     prompt = ICL_TEMPLATE.format(context=SAMPLE, question=question)
-    expected = format_answer(
+    expected = [
         shine_answer,
         model.ask(question, max_new_tokens=limits.max_new_tokens),
         model.ask(prompt, max_new_tokens=limits.max_new_tokens),
-    )
+    ]
     demo = build_app(model, tokenizer, about=about, limits=limits)
     url = launch(demo, limits, port=free_port(), block=False)
     find = driver.find_element
@@ -462,35 +471,63 @@ def test_browser_absorbs_the_sample_document_and_answers_on_the_page(page_model,
     def bot_messages() -> list[str]:
         return [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#chat [data-testid=bot]")]
 
+    def shown(element_id: str) -> bool:
+        elements = driver.find_elements(By.ID, element_id)
+        return bool(elements) and elements[0].is_displayed()
+
     try:
         driver.get(url)
         _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#absorb"), message="the page")
         assert (
             "Loaded:" in find(By.ID, "about").text and f"{limits.max_chars:,} characters" in find(By.ID, "limits").text
         )
+        assert not shown("lora")  # the download box appears only with a download
+        export, remove = find(By.ID, "export"), find(By.ID, "remove")
+        assert (
+            export.value_of_css_property("white-space") == "nowrap" and export.size["height"] == remove.size["height"]
+        )  # the download label stays on one line, as tall as its neighbour
 
-        find(By.CSS_SELECTOR, "#question textarea").send_keys(question)
+        find(By.CSS_SELECTOR, "#question textarea").send_keys("Where?")
         find(By.ID, "ask").click()
         toast("No document is absorbed yet")
         find(By.ID, "absorb").click()
         toast("The pasted text is empty")
 
-        paste(SAMPLE)
-        find(By.CSS_SELECTOR, "#doc-name textarea, #doc-name input").send_keys("Harbour note")
-        find(By.ID, "absorb").click()
-        stats = _wait(
-            lambda: "Harbour note" in find(By.ID, "stats").text and find(By.ID, "stats").text, message="stats"
-        )
+        engine_absorb = ShineEngine.absorb  # the tiny model absorbs at once: hold it to see the page meanwhile
+        gate = threading.Event()
+
+        def held(self, text):
+            gate.wait(30)
+            return engine_absorb(self, text)
+
+        ShineEngine.absorb = held
+        try:
+            find(By.ID, "sample").click()  # fills the sample document, its name and a question, then absorbs
+            status = _wait(lambda: "Absorbing" in find(By.ID, "absorb-status").text, message="the absorbing status")
+            assert status and "Absorbing the pasted text" in find(By.ID, "absorb-status").text
+        finally:
+            ShineEngine.absorb = engine_absorb
+            gate.set()
+        stats = _wait(lambda: SAMPLE_NAME in find(By.ID, "stats").text and find(By.ID, "stats").text, message="stats")
         tokens = sum(map(len, model.base_model.context_chunks(SAMPLE, tokenizer)[0]))
         assert f"{tokens} tokens" in stats and "absorbed in" in stats
+        _wait(lambda: "Absorbing" not in find(By.ID, "absorb-status").text, message="the status to clear")
         assert find(By.CSS_SELECTOR, "#paste textarea").get_attribute("value") == ""
+        assert find(By.CSS_SELECTOR, "#question textarea").get_attribute("value") == question
 
         find(By.CSS_SELECTOR, "#compare input").click()
         find(By.ID, "ask").click()
-        answer = _wait(lambda: bot_messages(), message="an answer")[-1]
-        assert _words(answer) == _words(expected) and "SHINE (absorbed):" in answer
+
+        def labelled(answers: list[str]) -> bool:  # three separate messages, each its label and its answer
+            parts = zip(ANSWER_TITLES, expected, answers[-3:], strict=True)
+            return len(answers) >= 3 and all(t in a and _words(x) in _words(a) for t, x, a in parts)
+
+        _wait(lambda: labelled(bot_messages()), message="three labelled answers")
         screenshot = os.environ.get("PEFT_SHINE_WEB_SCREENSHOT") or str(tmp_path / "web.png")
         driver.save_screenshot(screenshot)
+
+        find(By.ID, "export").click()
+        _wait(lambda: shown("lora") and "lorazip" in _words(find(By.ID, "lora").text), message="the download")
 
         paste("x", 5 * MB)
         find(By.ID, "absorb").click()
@@ -502,12 +539,14 @@ def test_browser_absorbs_the_sample_document_and_answers_on_the_page(page_model,
         _wait(lambda: "scan" in find(By.ID, "upload").text, message="the upload")
         find(By.ID, "absorb").click()
         toast("scan.txt is not UTF-8 text")
+        _wait(lambda: "Absorbing" not in find(By.ID, "absorb-status").text, message="the status to clear on an error")
 
+        find(By.CSS_SELECTOR, "#compare input").click()
         find(By.CSS_SELECTOR, "#question textarea").send_keys(question)
         find(By.ID, "ask").click()
-        _wait(lambda: len(bot_messages()) == 2, message="a second answer")
-        assert _words(bot_messages()[-1]) == _words(expected)
-        assert "Harbour note" in find(By.ID, "documents").text
+        _wait(lambda: len(bot_messages()) == 4, message="a fourth answer")
+        assert _words(bot_messages()[-1]) == _words(shine_answer)
+        assert SAMPLE_NAME in find(By.ID, "documents").text
     finally:
         driver.quit()
         demo.close()

@@ -9,19 +9,20 @@ Needs the optional extra: `pip install "peft-shine[web]"`. See docs/web.md.
     launch(build_app(model, tokenizer), host="127.0.0.1", port=7860)
 """
 
-from .app import COMPARE_LABEL, build_app, format_answer, launch
+from .app import ANSWER_TITLES, COMPARE_LABEL, answer_messages, build_app, launch
 from .engine import ShineEngine
 from .inputs import InputError, WebLimits
 from .session import Document, WebSession
 
 __all__ = [
+    "ANSWER_TITLES",
     "COMPARE_LABEL",
     "Document",
     "InputError",
     "ShineEngine",
     "WebLimits",
     "WebSession",
+    "answer_messages",
     "build_app",
-    "format_answer",
     "launch",
 ]

@@ -8,11 +8,13 @@ Each browser session keeps its documents (`WebSession`, in a `gr.State`); the sh
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import shutil
 import tempfile
 import time
+from importlib.resources import files
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -28,13 +30,32 @@ from .session import WebSession  # noqa: E402
 
 EXPORT_MAX_AGE_S = 3600
 COMPARE_LABEL = "Compare: also answer without context and with the document(s) in the prompt"
+ANSWER_TITLES = ("SHINE (absorbed)", "Without context", "Document(s) in the prompt")
+SAMPLE_NAME = "Sample - Harbour Board note"
+PAGE_CSS = "#export, #remove, #sample {white-space: nowrap; min-width: max-content;}"
+"""Page style (Gradio 6 takes it at launch): the buttons beside each other keep their labels on one line."""
 
 
-def format_answer(shine: str, without: str | None = None, in_prompt: str | None = None) -> str:
-    """The chat's reply: SHINE's answer alone, or with the two comparison answers on labelled lines."""
+def answer_messages(shine: str, without: str | None = None, in_prompt: str | None = None) -> list[dict]:
+    """The chat's reply: SHINE's answer alone, or, when comparing, three assistant messages, each titled (`metadata`
+    title, shown as a labelled, open box): SHINE, without context, document(s) in the prompt."""
     if without is None:
-        return shine
-    return f"SHINE (absorbed): {shine}\nWithout context: {without}\nDocument in the prompt: {in_prompt}"
+        return [{"role": "assistant", "content": shine}]
+    answers = (shine, without, in_prompt)
+    return [{"role": "assistant", "content": a, "metadata": {"title": t}} for t, a in zip(ANSWER_TITLES, answers)]
+
+
+def sample_document() -> tuple[str, str, str]:
+    """(text, name, first question) of the bundled sample document, for the page's sample button."""
+    assets = files("peft_shine") / "assets"
+    questions = json.loads((assets / "sample_questions.json").read_text(encoding="utf-8"))
+    return (assets / "sample_document.md").read_text(encoding="utf-8"), SAMPLE_NAME, questions[0]["question"]
+
+
+def absorbing_status(text: str | None, upload: str | None) -> str:
+    """What the status line says the moment 'Absorb' is pressed (before the queue runs the request)."""
+    source = Path(upload).name if upload else "the pasted text" if (text or "").strip() else None
+    return f"**Absorbing {source} ...**" if source else ""
 
 
 def _shown_on_page(handler):
@@ -99,12 +120,12 @@ class WebApp:
         question = check_question(question, self.limits)
         context = self.engine.compose([document.context for document in documents])
         answer = self.engine.ask(context, question)
+        without = in_prompt = None
         if compare:
             without = self.engine.ask(None, question)
             in_prompt = self.engine.ask_in_prompt([document.text for document in documents], question)
-            answer = format_answer(answer, without, in_prompt)
-        history = [*(history or []), {"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-        return history, ""
+        reply = answer_messages(answer, without, in_prompt)
+        return [*(history or []), {"role": "user", "content": question}, *reply], ""
 
     def export(self, chosen, session: WebSession) -> str:
         """The chosen document(s) (composed when several) as a zip of a plain PEFT LoRA -> its path."""
@@ -160,7 +181,10 @@ def build_app(
                     height=120,
                 )
                 name = gr.Textbox(label="Name (optional)", max_lines=1, elem_id="doc-name")
-                absorb = gr.Button("Absorb", variant="primary", elem_id="absorb")
+                with gr.Row():
+                    absorb = gr.Button("Absorb", variant="primary", elem_id="absorb")
+                    sample = gr.Button("Try the sample document", elem_id="sample")
+                status = gr.Markdown("", elem_id="absorb-status")
                 documents = gr.CheckboxGroup(
                     label="Documents (the ticked ones answer; several are composed into one adapter)",
                     choices=[],
@@ -168,9 +192,9 @@ def build_app(
                 )
                 stats = gr.Markdown("No document absorbed yet.", elem_id="stats")
                 with gr.Row():
-                    export = gr.Button("Download ticked as PEFT LoRA (.zip)", elem_id="export")
+                    export = gr.Button("Download ticked as LoRA (.zip)", elem_id="export")
                     remove = gr.Button("Remove ticked", elem_id="remove")
-                lora = gr.File(label="Plain PEFT LoRA", interactive=False, elem_id="lora", height=80)
+                lora = gr.File(label="Plain PEFT LoRA", interactive=False, elem_id="lora", height=80, visible=False)
             with gr.Column(scale=3):
                 chat = gr.Chatbot(label="Questions", render_markdown=False, height=420, elem_id="chat")
                 question = gr.Textbox(label="Question", max_lines=3, elem_id="question")
@@ -178,12 +202,24 @@ def build_app(
                 with gr.Row():
                     ask = gr.Button("Ask", variant="primary", elem_id="ask")
                     gr.ClearButton([chat], value="Clear chat")
-        absorb.click(
-            _shown_on_page(handlers.absorb),
-            [paste, upload, name, session],
-            [stats, documents, paste, upload, name, session],
-            api_name="absorb",
-        )
+
+        def absorb_with_status(trigger, endpoint: dict) -> None:
+            """The status line says "Absorbing ..." at once, the request's progress shows on it alone (not on every
+            output), and it is cleared when the request ends, absorbed or refused."""
+            shown = trigger(absorbing_status, [paste, upload], [status], queue=False, api_visibility="private")
+            absorbed = shown.then(
+                _shown_on_page(handlers.absorb),
+                [paste, upload, name, session],
+                [stats, documents, paste, upload, name, session],
+                show_progress_on=[status],
+                **endpoint,
+            )
+            for ended in (absorbed.success, absorbed.failure):
+                ended(lambda: "", None, [status], queue=False, api_visibility="private")
+
+        absorb_with_status(absorb.click, {"api_name": "absorb"})
+        filled = sample.click(sample_document, None, [paste, name, question], queue=False, api_visibility="private")
+        absorb_with_status(filled.then, {"api_visibility": "private"})
         gr.on(
             [ask.click, question.submit],
             _shown_on_page(handlers.ask),
@@ -191,7 +227,8 @@ def build_app(
             [chat, question],
             api_name="ask",
         )
-        export.click(_shown_on_page(handlers.export), [documents, session], [lora], api_name="export")
+        exported = export.click(_shown_on_page(handlers.export), [documents, session], [lora], api_name="export")
+        exported.success(lambda: gr.File(visible=True), None, [lora], queue=False, api_visibility="private")
         remove.click(
             _shown_on_page(handlers.remove), [documents, session], [stats, documents, session], api_name="remove"
         )
@@ -219,6 +256,7 @@ def launch(
         prevent_thread_lock=not block,
         show_error=True,
         ssr_mode=False,
+        css=PAGE_CSS,
         quiet=not block,
     )
     return demo.local_url
