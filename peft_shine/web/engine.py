@@ -21,6 +21,7 @@ from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
 from ..absorbed import AbsorbedContext
+from ..options import AbsorbOptions
 from ..tokenization import ICL_TEMPLATE, question_prompt_ids
 
 
@@ -31,12 +32,20 @@ class ShineEngine:
         model: a SHINE `PeftModel` in eval mode (e.g. from `peft_shine.defaults.load_default()`).
         tokenizer: the base model's tokenizer, with a chat template.
         max_new_tokens: tokens generated per answer (greedy).
+        options: the absorb options of every request (`AbsorbOptions`; default: the adapter's config).
     """
 
-    def __init__(self, model: PeftModel, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int = 48) -> None:
+    def __init__(
+        self,
+        model: PeftModel,
+        tokenizer: PreTrainedTokenizerBase,
+        max_new_tokens: int = 48,
+        options: AbsorbOptions | None = None,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
+        self.options = model.base_model.absorb_options(options)
         self.lock = threading.Lock()
         self.shine = model.base_model
         self.shine.resolve_tokenizer(tokenizer)
@@ -61,25 +70,25 @@ class ShineEngine:
     def measure(self, text: str) -> tuple[int, int]:
         """(tokens, chunks) that absorbing `text` encodes, under the adapter's overflow policy."""
         with self.lock:
-            chunks = self.shine.context_chunks(text, self.tokenizer)[0]
+            chunks = self.shine.context_chunks(text, self.tokenizer, self.options)[0]
         return sum(map(len, chunks)), len(chunks)
 
     def absorb(self, text: str) -> tuple[AbsorbedContext, float]:
         """(the adapter generated from `text`, seconds it took); the model is left without a context."""
         with self.using(None):
             start = time.perf_counter()
-            absorbed = self.model.absorb_context(text, tokenizer=self.tokenizer)
+            absorbed = self.model.absorb_context(text, tokenizer=self.tokenizer, options=self.options)
             return absorbed, time.perf_counter() - start
 
     def compose(self, contexts: list[AbsorbedContext]) -> AbsorbedContext:
         """One adapter answering from all `contexts` (single-context objects), the same adapter that
         `model.absorb_context(texts, compose=True)` generates: the mean of the document deltas under
-        `chunk_combination="mean"`, their sum under "sum"; compressed to `max_lora_rank` when that is set."""
+        `chunk_combination="mean"`, their sum under "sum"; compressed to `max_lora_rank` when that is set (the
+        engine's absorb options)."""
         if len(contexts) == 1:
             return contexts[0]
-        config = self.shine.shine_config
-        composed = AbsorbedContext.compose(contexts, combination=config.chunk_combination)
-        return composed.within_rank(config.max_lora_rank)
+        composed = AbsorbedContext.compose(contexts, combination=self.options.chunk_combination)
+        return composed.within_rank(self.options.max_lora_rank)
 
     def ask(self, context: AbsorbedContext | None, question: str) -> str:
         """The answer to `question` (alone in the chat template) with `context` absorbed; None = no context."""
