@@ -151,7 +151,7 @@ def test_ask_answers_several_questions_with_one_model_load_and_chat_reads_stdin(
 ):
     import io
 
-    from peft_shine import cli
+    from peft_shine.cli import common as cli  # where the commands load models
 
     loads = []
     real = cli.load_shine
