@@ -153,7 +153,7 @@ def test_activation_checkpointing_trains_exactly_like_without(tokenizer, use_ree
     batch = training_batch(tokenizer)
     reference = loss_and_gradients(build_shine(vocab_size=len(tokenizer)).train(), batch)
     model = build_shine(vocab_size=len(tokenizer)).train()
-    model.gradient_checkpointing_enable({"use_reentrant": use_reentrant})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": use_reentrant})
     assert_same_training_step(reference, loss_and_gradients(model, batch))
     assert_same_training_step(reference, loss_and_gradients(model, batch))  # a second step: nothing left over
     assert model.base_model.runtime.state.mode == "base"
@@ -171,7 +171,7 @@ def test_prepare_model_for_kbit_training_then_shine_trains(tokenizer):
         torch.manual_seed(0)
         model = get_peft_model(base, ShineConfig(**SMALL_SHINE, init_weights=False)).train()
         if checkpointing:
-            model.gradient_checkpointing_enable({"use_reentrant": True})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
             model.enable_input_require_grads()
         return model
 
