@@ -56,4 +56,4 @@ __all__ = [
     "load_default",
     "load_shine",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
