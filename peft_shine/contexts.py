@@ -48,23 +48,20 @@ class ContextMethods:
     ) -> list[list[list[int]]]:
         """Plain-text token ids of each context's chunks (`tokenization.context_token_chunks`) under the absorb
         options (`max_context_tokens`, `context_overflow`, `chunk_overlap_tokens`)."""
-        chosen = self.absorb_options(options, **overrides)
-        return context_token_chunks(
-            self.resolve_tokenizer(tokenizer),
-            as_text_list(context),
-            chosen.max_context_tokens,
-            chosen.context_overflow,
-            chosen.chunk_overlap_tokens,
-        )
+        return _chunks(context, self.resolve_tokenizer(tokenizer), self.absorb_options(options, **overrides))
 
     def tokenize_contexts(
-        self, context: ContextInput, tokenizer: PreTrainedTokenizerBase | None = None, **overrides: Any
+        self,
+        context: ContextInput,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        options: AbsorbOptions | None = None,
+        **overrides: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Texts -> left-padded (N, T) ids and mask of every chunk on the model's device (N = number of contexts
         unless some are chunked)."""
         tokenizer = self.resolve_tokenizer(tokenizer)
-        chunks = [chunk for document in self.context_chunks(context, tokenizer, **overrides) for chunk in document]
-        return padded_on_device(chunks, tokenizer, self.model)
+        documents = _chunks(context, tokenizer, self.absorb_options(options, **overrides))
+        return padded_on_device([chunk for document in documents for chunk in document], tokenizer, self.model)
 
     @torch.no_grad()
     def absorb_context(
@@ -90,7 +87,7 @@ class ContextMethods:
         if weights is not None and not compose:
             raise ValueError("weights= mixes several contexts into one adapter; pass compose=True as well.")
         tokenizer = self.resolve_tokenizer(tokenizer)
-        documents = self.context_chunks(context, tokenizer, chosen)
+        documents = _chunks(context, tokenizer, chosen)
         check_weight_count(weights, len(documents))
         ids, mask = padded_on_device([chunk for document in documents for chunk in document], tokenizer, self.model)
         absorbed = AbsorbedContext.from_chunks(
@@ -185,3 +182,14 @@ class ContextMethods:
             raise ValueError("context_variance_share compares contexts with each other: pass at least two.")
         ids, mask = self.tokenize_contexts(contexts, tokenizer)
         return context_variance_share(self.generate_lora(ids, mask))
+
+
+def _chunks(context: ContextInput, tokenizer: PreTrainedTokenizerBase, chosen: AbsorbOptions) -> list[list[list[int]]]:
+    """Each context's chunk token ids under resolved options and a resolved tokenizer (the one place both are used)."""
+    return context_token_chunks(
+        tokenizer,
+        as_text_list(context),
+        chosen.max_context_tokens,
+        chosen.context_overflow,
+        chosen.chunk_overlap_tokens,
+    )

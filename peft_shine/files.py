@@ -1,4 +1,5 @@
-"""Writing a folder so that readers never see it half-written: stage it beside the target, then rename it into place."""
+"""Writing a folder or a file so that readers never see it half-written: stage it beside the target, then rename it
+into place."""
 
 from __future__ import annotations
 
@@ -40,6 +41,25 @@ def write_folder_atomically(
                 shutil.rmtree(replaced)
             else:
                 os.replace(replaced, target)
+
+
+def write_file_atomically(target: str | os.PathLike, write: Callable[[str], None], prefix: str = ".shine-") -> None:
+    """Call `write(temporary_path)` for a file next to `target`, flush it to disk, then rename it to `target`; the
+    temporary file is removed if anything fails, so `target` is the old file or the complete new one."""
+    target = os.fspath(target)
+    parent = os.path.dirname(os.path.abspath(target))
+    os.makedirs(parent, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=prefix, dir=parent)
+    os.close(handle)
+    try:
+        write(temporary)
+        with open(temporary, "rb+") as written:
+            os.fsync(written.fileno())
+        make_readable(temporary)
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def _current_umask() -> int:

@@ -269,7 +269,7 @@ def base_config(**changes) -> Qwen3Config:
     return Qwen3Config(**{**config, **changes})
 
 
-def edited_checkpoint(tmp_path: Path, edit) -> ReferenceCheckpoint:
+def edited_checkpoint(edit) -> ReferenceCheckpoint:
     checkpoint = ReferenceCheckpoint.from_folder(FIXTURE / "checkpoint")
     edit(checkpoint.metanetwork)
     return checkpoint
@@ -320,8 +320,8 @@ def test_a_base_without_the_reference_projections_is_refused():
     ],
     ids=["couple_layers", "odd_blocks"],
 )
-def test_unsupported_reference_variants_are_refused(tmp_path, edit, message):
-    checkpoint = edited_checkpoint(tmp_path, edit)
+def test_unsupported_reference_variants_are_refused(edit, message):
+    checkpoint = edited_checkpoint(edit)
     with pytest.raises(ValueError, match=message):
         plan_conversion(checkpoint, base_config(), m2p_num_heads=OPTIONS["m2p_heads"])
 

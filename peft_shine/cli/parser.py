@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__
+from ..config import CHOICES
 from .commands import (
     run_absorb,
     run_absorb_corpus,
@@ -31,6 +32,16 @@ def add_model_options(
     command.add_argument("--adapter", help=f"{adapter_help} (default: the shipped hypernetwork)")
     command.add_argument(
         "--device", default="auto", help="cpu, cuda, cuda:1, ... (default auto: this process's GPU when there is one)"
+    )
+
+
+def add_absorb_options(command: argparse.ArgumentParser) -> None:
+    """--max-rank and --chunk-combination, the absorb options a command takes (read by `common.absorb_options`)."""
+    command.add_argument("--max-rank", type=int, help="compress each adapter to this rank (truncated SVD)")
+    command.add_argument(
+        "--chunk-combination",
+        choices=CHOICES["chunk_combination"],
+        help="combine chunk (and --compose document) deltas by their mean or sum (default: the adapter's setting)",
     )
 
 
@@ -71,12 +82,7 @@ def add_absorb(commands) -> None:
         "--output", required=True, help="adapter folder (one file or --compose), else a folder of <file stem>/ folders"
     )
     absorb.add_argument("--compose", action="store_true", help="one adapter holding all files")
-    absorb.add_argument("--max-rank", type=int, help="compress each adapter to this rank (truncated SVD)")
-    absorb.add_argument(
-        "--chunk-combination",
-        choices=["mean", "sum"],
-        help="combine chunk (and --compose document) deltas by their mean or sum (default: the adapter's setting)",
-    )
+    add_absorb_options(absorb)
     add_model_options(absorb)
     absorb.set_defaults(run=run_absorb)
 
@@ -99,8 +105,7 @@ def add_absorb_corpus(commands) -> None:
     corpus.add_argument("--batch-size", type=int, help="documents per encode batch (default: 1 on CPU, 8 on GPU)")
     corpus.add_argument("--window", type=int, help="documents sorted by length together (default 16 batches)")
     corpus.add_argument("--shard-size", type=int, default=256, help="documents per shard (--format shards)")
-    corpus.add_argument("--max-rank", type=int, help="compress each adapter to this rank (truncated SVD)")
-    corpus.add_argument("--chunk-combination", choices=["mean", "sum"], help="as for absorb")
+    add_absorb_options(corpus)
     corpus.add_argument("--on-error", choices=["stop", "skip"], default="stop", help="bad records: stop or skip")
     add_model_options(corpus)
     corpus.set_defaults(run=run_absorb_corpus)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from safetensors.torch import save_file
 
 from ..absorbed import AbsorbedContext
 from ..cards import compression_note, lora_card
-from ..files import make_readable, write_folder_atomically
+from ..files import write_file_atomically, write_folder_atomically
 
 MANIFEST = "corpus.json"
 INDEX = "index.jsonl"
@@ -42,17 +41,15 @@ def shard_name(index: int) -> str:
 
 def write_json_atomic(path: Path, payload: Any, lines: bool = False) -> None:
     """Write JSON (or JSON Lines from a list) to a temporary file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        if lines:
-            out.writelines(json.dumps(item, ensure_ascii=False) + "\n" for item in payload)
-        else:
-            json.dump(payload, out, indent=2, ensure_ascii=False)
-        out.flush()
-        os.fsync(out.fileno())
-    make_readable(Path(temp))
-    os.replace(temp, path)
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8") as out:
+            if lines:
+                out.writelines(json.dumps(item, ensure_ascii=False) + "\n" for item in payload)
+            else:
+                json.dump(payload, out, indent=2, ensure_ascii=False)
+
+    write_file_atomically(path, write, prefix=TEMP_PREFIX)
 
 
 def model_card(absorbed: AbsorbedContext, entry: dict[str, Any], adapter: str | None) -> ModelCard:
@@ -110,16 +107,7 @@ def write_shard(
     for entry, state in adapters:
         tensors.update({f"{entry['id']}::{name}": tensor for name, tensor in state.items()})
         metadata[f"adapter:{entry['id']}"] = json.dumps(entry)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(tensors, temp, metadata)
-        make_readable(Path(temp))
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
+    write_file_atomically(path, lambda temporary: save_file(tensors, temporary, metadata), prefix=TEMP_PREFIX)
 
 
 def read_shard_adapter(path: Path, doc_id: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

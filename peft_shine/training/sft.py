@@ -38,7 +38,7 @@ from ..model import ShineModel
 from ..padding import IGNORE_INDEX
 from ..tokenization import encode_plain
 from .data.collator import ShineDataCollator
-from .data.curriculum import short_context
+from .data.curriculum import CurriculumProgress, check_curriculum_steps, curriculum_context
 from .objective import ShineLoss
 from .trainer import ShineTrainingCallback, check_context_lengths, pin_memory_for_device
 
@@ -75,7 +75,7 @@ def _curriculum_record(feature: dict, context: str, eos_token: str | None) -> di
 
 
 @dataclass
-class ShineSFTCollator:
+class ShineSFTCollator(CurriculumProgress):
     """Batches rows that TRL prepared (`input_ids`, `labels`) with their plain-text context column: the context is
     tokenized as plain text (`encode_plain`, as `absorb_context` reads it) and everything is padded by
     `ShineDataCollator` (`max_context_tokens`, `context_overflow`: "truncate" or "error" for a context encoded in one
@@ -96,16 +96,7 @@ class ShineSFTCollator:
 
     def __post_init__(self) -> None:
         check_choice("context_overflow", self.context_overflow)
-        if self.curriculum_steps is not None and self.curriculum_steps <= 0:
-            raise ValueError(
-                f"curriculum_steps must be a positive number of steps or None, got {self.curriculum_steps}."
-            )
-
-    def set_progress(self, progress: float) -> None:
-        """Set the training progress in [0, 1] that the curriculum reads."""
-        if not 0.0 <= progress <= 1.0:
-            raise ValueError(f"progress must be in [0, 1], got {progress}.")
-        self.progress = progress
+        check_curriculum_steps(self.curriculum_steps)
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         contexts = [self._evidence(feature, i) for i, feature in enumerate(features)]
@@ -129,9 +120,7 @@ class ShineSFTCollator:
         if self.curriculum_steps is None:
             return context
         rng = random.Random(f"{self.seed}:{self.progress}:{context}")
-        if rng.random() < 1.0 - self.progress:
-            return short_context(_curriculum_record(feature, context, self.tokenizer.eos_token))
-        return context
+        return curriculum_context(_curriculum_record(feature, context, self.tokenizer.eos_token), self.progress, rng)
 
 
 class ShineSFTTrainer(SFTTrainer):

@@ -67,3 +67,22 @@ def curriculum_context(record: dict, progress: float, rng: random.Random) -> str
     if rng.random() < 1.0 - progress:
         return short_context(record)
     return record["context"]
+
+
+def check_curriculum_steps(steps: int | None) -> None:
+    """Raise ValueError unless `steps` (the curriculum length in training steps) is positive or None (none)."""
+    if steps is not None and steps <= 0:
+        raise ValueError(f"curriculum_steps must be a positive number of steps or None, got {steps}.")
+
+
+class CurriculumProgress:
+    """The training progress in [0, 1] a curriculum reads (`curriculum_context`), set by
+    `peft_shine.training.ShineTrainingCallback` through `set_progress`."""
+
+    progress: float = 0.0
+
+    def set_progress(self, progress: float) -> None:
+        """Set the training progress in [0, 1] that the curriculum reads."""
+        if not 0.0 <= progress <= 1.0:
+            raise ValueError(f"progress must be in [0, 1], got {progress}.")
+        self.progress = progress

@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ...qa_records import validate_qa_record
 from ...tokenization import as_text_list, encode_plain
-from .curriculum import curriculum_context
+from .curriculum import CurriculumProgress, check_curriculum_steps, curriculum_context
 from .examples import (
     DISTRACTOR_SEPARATOR,
     build_multi_qa_example,
@@ -64,7 +64,7 @@ class PretrainDataset(Dataset):
         )
 
 
-class InstructDataset(Dataset):
+class InstructDataset(CurriculumProgress, Dataset):
     """Stage-2 examples from QA records. mode="multi": one item per context with all its questions (see
     `build_multi_qa_example`); mode="single": one item per record, its context hidden among `num_distractors` other
     contexts (so 1 + num_distractors contexts in all; see `build_single_qa_example`).
@@ -106,8 +106,7 @@ class InstructDataset(Dataset):
             raise ValueError(f"mode must be 'multi' or 'single', got {mode!r}.")
         if num_distractors < 0 or (mode == "multi" and num_distractors):
             raise ValueError("num_distractors must be >= 0, and 0 in mode='multi' (distractors are single-QA only).")
-        if curriculum_steps is not None and curriculum_steps <= 0:
-            raise ValueError(f"curriculum_steps must be a positive number of steps or None, got {curriculum_steps}.")
+        check_curriculum_steps(curriculum_steps)
         if not records:
             raise ValueError("No QA records given.")
         distinct = len({record["context"] for record in records})
@@ -115,12 +114,6 @@ class InstructDataset(Dataset):
             raise ValueError(
                 f"{num_distractors} distractors need at least {num_distractors + 1} distinct contexts; got {distinct}."
             )
-
-    def set_progress(self, progress: float) -> None:
-        """Set the training progress in [0, 1] that the curriculum reads."""
-        if not 0.0 <= progress <= 1.0:
-            raise ValueError(f"progress must be in [0, 1], got {progress}.")
-        self.progress = progress
 
     def __len__(self) -> int:
         return len(self.items)
